@@ -1,0 +1,42 @@
+"""aibridge_asgi: mount an AI gateway inside any ASGI app.
+
+>>> from aibridge_asgi import create_bridge, Actor
+>>> bridge = create_bridge(lambda token: Actor("alice") if token == "t" else None,
+...                        provider_keys={"anthropic": "sk-ant-..."})
+"""
+
+from __future__ import annotations
+
+from .app import Bridge, TokenResolver, create_bridge
+from .config import ProviderConfig, Timeouts
+from .records import (
+    Actor,
+    InterceptionEnded,
+    InterceptionStarted,
+    ModelThought,
+    PromptUsage,
+    Record,
+    Recorder,
+    TokenUsage,
+    ToolUsage,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Actor",
+    "Bridge",
+    "InterceptionEnded",
+    "InterceptionStarted",
+    "ModelThought",
+    "PromptUsage",
+    "ProviderConfig",
+    "Record",
+    "Recorder",
+    "Timeouts",
+    "TokenResolver",
+    "TokenUsage",
+    "ToolUsage",
+    "__version__",
+    "create_bridge",
+]

@@ -1,0 +1,85 @@
+"""Small ASGI helpers shared by the bridged and passthrough paths."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from starlette.types import Receive, Send
+
+from .errors import BridgeError, error_body
+from .records import RecordQueue
+from .upstream import Upstream
+
+__all__ = ["ClientGone", "Runtime", "read_body", "send_error", "upstream_url"]
+
+
+class ClientGone(Exception):
+    """The client disconnected while its request was being read."""
+
+
+@dataclass(frozen=True, slots=True)
+class Runtime:
+    """What the request handlers need from the bridge."""
+
+    upstream: Upstream
+    records: RecordQueue
+    max_body_size: int
+    keepalive_interval: float | None
+    strip_headers: frozenset[bytes]
+
+
+def content_length(headers: Sequence[tuple[bytes, bytes]]) -> int | None:
+    """The declared request body size, if the client sent a valid one."""
+    for name, value in headers:
+        if name == b"content-length":
+            return int(value) if value.isdigit() else None
+    return None
+
+
+async def read_body(receive: Receive, limit: int, declared: int | None) -> bytes:
+    """Read the whole request body, refusing (413) as soon as it passes ``limit``."""
+    too_large = BridgeError(413, f"request body is larger than the limit of {limit} bytes")
+    if declared is not None and declared > limit:
+        raise too_large
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientGone()
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise too_large
+        if chunk:
+            chunks.append(chunk)
+        if not message.get("more_body", False):
+            break
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+async def send_error(
+    send: Send,
+    kind: str | None,
+    error: BridgeError,
+    extra_headers: Sequence[tuple[bytes, bytes]] = (),
+) -> None:
+    """Answer with ``error`` as a JSON body in the shape of provider ``kind``."""
+    body = error_body(kind, error.status, error.message, error.code)
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+        *error.headers,
+        *extra_headers,
+    ]
+    await send({"type": "http.response.start", "status": error.status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+def upstream_url(base_url: str, path: str, query_string: bytes) -> str:
+    """The configured base URL, the matched path, and the client's query."""
+    url = base_url + path
+    if query_string:
+        url += "?" + query_string.decode("latin-1")
+    return url

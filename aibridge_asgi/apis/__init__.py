@@ -1,0 +1,30 @@
+"""One module per bridged API: what to read from the request, and sans-IO
+observers of the upstream response (streamed or not) that produce records."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from .anthropic_messages import MessagesInterception
+from .base import ApiInterception
+from .openai_chat import ChatCompletionsInterception
+from .openai_responses import ResponsesInterception
+
+__all__ = [
+    "ApiInterception",
+    "ChatCompletionsInterception",
+    "MessagesInterception",
+    "ResponsesInterception",
+    "interception_for",
+]
+
+_BY_ROUTE: dict[str, type[ApiInterception]] = {
+    cls.route: cls
+    for cls in (MessagesInterception, ChatCompletionsInterception, ResponsesInterception)
+}
+
+
+def interception_for(route: str, interception_id: str, body: Mapping[str, Any]) -> ApiInterception:
+    """Create the interception object for a bridged ``route``."""
+    return _BY_ROUTE[route](interception_id, body)

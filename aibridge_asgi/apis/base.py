@@ -1,0 +1,157 @@
+"""What every bridged API shares: the per-request interception object.
+
+An :class:`ApiInterception` is sans-IO. The bridge gives it the parsed
+request, then each SSE event or the whole JSON body of the response, and
+collects the records it produces. It never sees a socket.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from ..records import ModelThought, PromptUsage, Record, TokenUsage, ToolUsage
+from ..sse import SSEEvent
+
+__all__ = ["ApiInterception", "parse_args", "text_of_parts"]
+
+_SYSTEM_REMINDER = "<system-reminder>"
+
+
+def parse_args(raw: str) -> Any:
+    """Tool arguments as JSON, or the raw string when it is not valid JSON."""
+    if raw == "":
+        return {}
+    try:
+        return json.loads(raw)
+    except ValueError:
+        return raw
+
+
+def text_of_parts(content: Any, text_types: tuple[str, ...]) -> str | None:
+    """Join the text parts of a message's content (a string or a part list).
+
+    Parts that are only a ``<system-reminder>`` block (Claude Code adds them
+    to every turn) are left out so that prompt logs show what the person
+    typed.
+    """
+    if isinstance(content, str):
+        return content
+    if not isinstance(content, list):
+        return None
+    texts: list[str] = []
+    for part in content:
+        if isinstance(part, dict) and part.get("type") in text_types:
+            text = part.get("text")
+            if isinstance(text, str) and not text.lstrip().startswith(_SYSTEM_REMINDER):
+                texts.append(text)
+    return "\n".join(texts) if texts else None
+
+
+def _int(value: Any) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
+
+class ApiInterception:
+    """Per-request observer of one bridged API. Subclasses fill in the hooks.
+
+    Records are appended to an internal list as soon as they are known;
+    the bridge drains it with :meth:`drain` after each piece of input so
+    that a client that leaves early still leaves its records behind.
+    """
+
+    #: The route name recorded in ``InterceptionStarted.route``.
+    route = ""
+
+    def __init__(self, interception_id: str, body: Mapping[str, Any]) -> None:
+        self.interception_id = interception_id
+        self.body = body
+        self.response_id = ""
+        #: Set when the upstream reported an error inside a 200 response,
+        #: or when the response could not be understood.
+        self.error: str | None = None
+        self._records: list[Record] = []
+        self._prompt = self.extract_prompt(body)
+        self._prompt_recorded = self._prompt is None
+        self._usage: dict[str, Any] | None = None
+        self._finished = False
+
+    # -- request side -------------------------------------------------------
+
+    def extract_prompt(self, body: Mapping[str, Any]) -> str | None:
+        """The text of the last user message, or ``None``."""
+        raise NotImplementedError
+
+    def upstream_body(self, raw: bytes) -> bytes:
+        """The request body to send upstream (by default the client's bytes)."""
+        return raw
+
+    # -- response side ------------------------------------------------------
+
+    def on_event(self, event: SSEEvent) -> bool:
+        """Observe one SSE event; return False to keep it from the client."""
+        raise NotImplementedError
+
+    def on_body(self, body: bytes) -> None:
+        """Observe a whole non-streamed JSON response body."""
+        raise NotImplementedError
+
+    @property
+    def complete(self) -> bool:
+        """Whether the upstream response reached its normal end."""
+        raise NotImplementedError
+
+    def finish(self) -> None:
+        """The response is over (or abandoned): emit what is still owed."""
+        if self._finished:
+            return
+        self._finished = True
+        self._record_prompt()
+        if self._usage is not None:
+            self._records.append(self.token_usage(self._usage))
+
+    # -- helpers for subclasses --------------------------------------------
+
+    def set_response_id(self, response_id: Any) -> None:
+        """Remember the upstream's response id; the prompt is recorded then."""
+        if isinstance(response_id, str) and response_id and not self.response_id:
+            self.response_id = response_id
+            self._record_prompt()
+
+    def _record_prompt(self) -> None:
+        if not self._prompt_recorded and self._prompt is not None:
+            self._prompt_recorded = True
+            self._records.append(PromptUsage(self.interception_id, self.response_id, self._prompt))
+
+    def token_usage(self, usage: Mapping[str, Any]) -> TokenUsage:
+        """Map the API's usage object onto a :class:`TokenUsage`."""
+        raise NotImplementedError
+
+    def tool(self, name: Any, call_id: Any, args: Any) -> None:
+        """Record one tool call."""
+        self._records.append(
+            ToolUsage(
+                self.interception_id,
+                self.response_id,
+                name if isinstance(name, str) else "",
+                call_id if isinstance(call_id, str) else "",
+                args,
+            )
+        )
+
+    def thought(self, content: str, source: str) -> None:
+        """Record one piece of model reasoning (empty text is skipped)."""
+        if content:
+            self._records.append(ModelThought(self.interception_id, content, source))
+
+    def drain(self) -> list[Record]:
+        """Return and forget the records produced so far."""
+        records = self._records
+        self._records = []
+        return records
+
+    @staticmethod
+    def as_int(value: Any) -> int:
+        """An int from a usage field, 0 for anything else."""
+        return _int(value)

@@ -1,0 +1,315 @@
+"""The bridge as one ASGI app: route, authenticate, dispatch.
+
+A request's way through: :func:`~aibridge_asgi.routing.route_path` and
+:func:`~aibridge_asgi.routing.match_route` pick the provider and API (404 or
+405 otherwise); :mod:`~aibridge_asgi.auth` finds the host token and the
+host's resolver names the actor (401/503 otherwise); then
+:func:`~aibridge_asgi.interception.intercept` handles bridged APIs and
+:func:`~aibridge_asgi.passthrough.passthrough` the rest.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from types import TracebackType
+from typing import Any, TypeAlias
+
+import anyio
+import anyio.to_thread
+import httpx
+from starlette.types import Receive, Scope, Send
+
+from ._asgi import ClientGone, Runtime, send_error
+from .auth import HOST_CREDENTIALS, extract_token
+from .config import DEFAULT_MAX_BODY_SIZE, ProviderConfig, Timeouts
+from .errors import BridgeError, error_body
+from .interception import intercept
+from .passthrough import passthrough
+from .records import Actor, Recorder, RecordQueue
+from .routing import match_route, route_path
+from .upstream import HttpxUpstream, Upstream
+
+__all__ = ["Bridge", "TokenResolver", "create_bridge"]
+
+logger = logging.getLogger("aibridge_asgi")
+
+#: Maps a host token to an actor, or ``None`` when the token is not valid.
+#: Plain functions run in a worker thread, so they may block (a database
+#: lookup); ``async def`` functions run on the event loop.
+TokenResolver: TypeAlias = Callable[[str], "Actor | Awaitable[Actor | None] | None"]
+
+_BUILTIN_KINDS = ("anthropic", "openai")
+
+
+class Bridge:
+    """The bridge's ASGI application. Build it with :func:`create_bridge`.
+
+    Mount it anywhere (``app.mount("/api/v2/aibridge", bridge)``) or serve
+    it alone. Hosts that do not forward lifespan events to mounted apps
+    should ``await bridge.aclose()`` on shutdown, or use ``async with
+    bridge:``, so in-flight calls finish and pending records are delivered.
+    """
+
+    def __init__(
+        self,
+        *,
+        resolve_token: TokenResolver,
+        providers: Mapping[str, ProviderConfig],
+        runtime: Runtime,
+        token_headers: Sequence[bytes],
+    ) -> None:
+        self.providers = providers
+        self._resolve_token = resolve_token
+        self._resolver_is_async = inspect.iscoroutinefunction(resolve_token) or (
+            inspect.iscoroutinefunction(getattr(resolve_token, "__call__", None))  # noqa: B004
+        )
+        self._rt = runtime
+        self._token_headers = tuple(token_headers)
+        self._in_flight = 0
+        self._idle: anyio.Event | None = None
+        self._closing = False
+
+    # -- ASGI ---------------------------------------------------------------
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind == "http":
+            await self._http(scope, receive, send)
+        elif kind == "websocket":
+            await self._refuse_websocket(scope, receive, send)
+        elif kind == "lifespan":
+            await self._lifespan(receive, send)
+
+    async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = route_path(scope["path"], scope.get("root_path", ""), scope.get("raw_path"))
+        match = match_route(path, self.providers) if path is not None else None
+        if match is None or isinstance(match, ProviderConfig):
+            shape = match.kind if match is not None else None
+            await send_error(
+                send, shape, BridgeError(404, f"no route for {scope['method']} {_shown(scope)}")
+            )
+            return
+        route = match
+        kind = route.provider.kind
+        if route.api is not None and scope["method"] != "POST":
+            error = BridgeError(
+                405, f"{route.api} accepts POST only", headers=((b"allow", b"POST"),)
+            )
+            await send_error(send, kind, error)
+            return
+        if self._closing:
+            await send_error(send, kind, BridgeError(503, "the AI gateway is shutting down"))
+            return
+        token = extract_token(scope["headers"], self._token_headers)
+        if token is None:
+            await send_error(
+                send,
+                kind,
+                BridgeError(
+                    401,
+                    "missing credentials: send your token as "
+                    "'Authorization: Bearer <token>' or 'X-Api-Key: <token>'",
+                ),
+            )
+            return
+        try:
+            actor = await self._resolve(token)
+        except Exception:
+            logger.exception("token resolver failed")
+            await send_error(
+                send, kind, BridgeError(503, "could not check credentials right now; try again")
+            )
+            return
+        if actor is None:
+            await send_error(send, kind, BridgeError(401, "invalid credentials"))
+            return
+        self._in_flight += 1
+        try:
+            if route.api is None:
+                await passthrough(self._rt, scope, receive, send, route)
+            else:
+                await intercept(self._rt, scope, receive, send, route, actor)
+        except ClientGone:
+            pass
+        finally:
+            self._in_flight -= 1
+            if self._in_flight == 0 and self._idle is not None:
+                self._idle.set()
+
+    async def _resolve(self, token: str) -> Actor | None:
+        if self._resolver_is_async:
+            result: Any = await self._resolve_token(token)  # type: ignore[misc]
+        else:
+            result = await anyio.to_thread.run_sync(self._resolve_token, token)
+            if inspect.isawaitable(result):
+                result = await result
+        if result is not None and not isinstance(result, Actor):
+            raise TypeError(f"resolve_token returned {type(result).__name__}, not Actor or None")
+        return result
+
+    async def _refuse_websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Refuse WebSocket upgrades (Codex tries one on /responses, then
+        falls back to plain HTTP when it gets an HTTP error)."""
+        await receive()  # websocket.connect
+        if "websocket.http.response" in scope.get("extensions", {}):
+            body = error_body("openai", 426, "WebSocket is not supported here; use HTTP")
+            await send(
+                {
+                    "type": "websocket.http.response.start",
+                    "status": 426,
+                    "headers": [
+                        (b"content-type", b"application/json"),
+                        (b"content-length", str(len(body)).encode()),
+                    ],
+                }
+            )
+            await send({"type": "websocket.http.response.body", "body": body})
+        else:
+            await send({"type": "websocket.close", "code": 1008})
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await self.aclose()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    # -- lifecycle ----------------------------------------------------------
+
+    @property
+    def in_flight(self) -> int:
+        """How many requests are being handled right now."""
+        return self._in_flight
+
+    async def flush(self) -> None:
+        """Wait until every record produced so far reached the recorder."""
+        await self._rt.records.flush()
+
+    async def aclose(self, grace_period: float | None = None) -> None:
+        """Stop taking requests, wait for in-flight ones (up to ``grace_period``
+        seconds), deliver pending records and close the upstream client."""
+        self._closing = True
+        if self._in_flight:
+            self._idle = anyio.Event()
+            with anyio.move_on_after(grace_period):
+                await self._idle.wait()
+        await self._rt.records.aclose()
+        await self._rt.upstream.aclose()
+
+    async def __aenter__(self) -> Bridge:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+
+def _shown(scope: Scope) -> str:
+    """The request path for an error message, cut short and printable."""
+    path = str(scope.get("path", ""))[:200]
+    return "".join(c if c.isprintable() else "?" for c in path)
+
+
+def _providers(
+    provider_keys: Mapping[str, str] | None,
+    base_urls: Mapping[str, str] | None,
+    providers: Iterable[ProviderConfig],
+) -> dict[str, ProviderConfig]:
+    out: dict[str, ProviderConfig] = {}
+    base_urls = dict(base_urls or {})
+    for name, key in (provider_keys or {}).items():
+        if name not in _BUILTIN_KINDS:
+            raise ValueError(
+                f"provider_keys has {name!r}; only 'anthropic' and 'openai' are built in. "
+                "Configure other instances with providers=[ProviderConfig(...)]"
+            )
+        if key:
+            out[name] = ProviderConfig(name, name, key, base_urls.pop(name, None))  # type: ignore[arg-type]
+    for config in providers:
+        if config.name in out:
+            raise ValueError(f"provider {config.name!r} is configured twice")
+        out[config.name] = config
+    unused = set(base_urls) - set(_BUILTIN_KINDS)
+    if unused:
+        raise ValueError(f"base_urls names providers that are not configured: {sorted(unused)}")
+    return out
+
+
+def create_bridge(
+    resolve_token: TokenResolver,
+    provider_keys: Mapping[str, str] | None = None,
+    *,
+    base_urls: Mapping[str, str] | None = None,
+    providers: Iterable[ProviderConfig] = (),
+    recorder: Recorder | None = None,
+    http_client: httpx.AsyncClient | None = None,
+    transport: httpx.AsyncBaseTransport | None = None,
+    upstream: Upstream | None = None,
+    timeouts: Timeouts | None = None,
+    token_headers: Sequence[str] = (),
+    strip_headers: Sequence[str] = (),
+    max_body_size: int = DEFAULT_MAX_BODY_SIZE,
+    keepalive_interval: float | None = 15.0,
+) -> Bridge:
+    """Build the bridge's ASGI app.
+
+    :param resolve_token: maps the host token a client sent to an
+        :class:`Actor`, or ``None`` to refuse it (401).
+    :param provider_keys: ``{"anthropic": key, "openai": key}``; a provider
+        with a non-empty key is enabled.
+    :param base_urls: upstream base URL overrides for the built-in providers.
+    :param providers: further provider instances (:class:`ProviderConfig`),
+        each served under ``/{name}/``.
+    :param recorder: receives every record, off the response path.
+    :param http_client: an ``httpx.AsyncClient`` of the host's for upstream
+        calls (the bridge does not close it); or ``transport``, an httpx
+        transport for a client the bridge creates; or ``upstream``, a whole
+        replacement of the upstream seam.
+    :param timeouts: upstream timeouts (see :class:`Timeouts`).
+    :param token_headers: further headers that may carry the host token,
+        looked at after ``Authorization`` and ``X-Api-Key``; never forwarded.
+    :param strip_headers: further headers never forwarded upstream.
+    :param max_body_size: request bodies above this many bytes get 413.
+    :param keepalive_interval: seconds of upstream silence after which a
+        started stream gets an SSE comment line; ``None`` turns it off.
+    """
+    configured = _providers(provider_keys, base_urls, providers)
+    if not configured:
+        logger.warning("aibridge: no provider has a key; every route will answer 404")
+    if upstream is None:
+        if http_client is None and transport is not None:
+            t = timeouts or Timeouts()
+            http_client = httpx.AsyncClient(
+                transport=transport,
+                timeout=httpx.Timeout(connect=t.connect, read=t.read, write=t.write, pool=t.pool),
+                follow_redirects=False,
+                trust_env=False,
+            )
+            http_client.headers = httpx.Headers()
+            upstream = HttpxUpstream(t, http_client, owned=True)
+        else:
+            upstream = HttpxUpstream(timeouts or Timeouts(), http_client)
+    extra_token_headers = tuple(h.lower().encode() for h in token_headers)
+    strip = frozenset(h.lower().encode() for h in strip_headers) | frozenset(extra_token_headers)
+    runtime = Runtime(
+        upstream=upstream,
+        records=RecordQueue(recorder),
+        max_body_size=max_body_size,
+        keepalive_interval=keepalive_interval,
+        strip_headers=strip | HOST_CREDENTIALS,
+    )
+    return Bridge(
+        resolve_token=resolve_token,
+        providers=configured,
+        runtime=runtime,
+        token_headers=extra_token_headers,
+    )

@@ -1,0 +1,102 @@
+"""Credentials: where the host token is read from, what never goes upstream.
+
+The host token is looked for, in this order:
+
+1. ``Authorization: Bearer <token>`` (OpenAI clients, Claude Code with
+   ``ANTHROPIC_AUTH_TOKEN``);
+2. ``X-Api-Key: <token>`` (Anthropic SDKs with ``ANTHROPIC_API_KEY``);
+3. each header the host names in ``token_headers``, in its order.
+
+The first non-empty one wins. Upstream requests never carry any of these
+headers, nor ``Cookie``, ``Proxy-Authorization``, ``Coder-Session-Token``,
+hop-by-hop headers, ``Host``, ``Content-Length`` or ``Accept-Encoding``;
+every other header passes through byte for byte.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+__all__ = [
+    "HOP_BY_HOP",
+    "extract_token",
+    "request_headers_for_upstream",
+    "response_headers_for_client",
+]
+
+Headers = Sequence[tuple[bytes, bytes]]
+
+#: Headers that describe one connection, never forwarded in either direction.
+HOP_BY_HOP = frozenset(
+    {
+        b"connection",
+        b"keep-alive",
+        b"proxy-connection",
+        b"te",
+        b"trailer",
+        b"transfer-encoding",
+        b"upgrade",
+        b"proxy-authenticate",
+        b"proxy-authorization",
+    }
+)
+
+#: Host credentials never sent upstream, whatever the host configures.
+HOST_CREDENTIALS = frozenset(
+    {b"authorization", b"x-api-key", b"cookie", b"proxy-authorization", b"coder-session-token"}
+)
+
+# Set by the bridge itself on the upstream request.
+_REPLACED = frozenset({b"host", b"content-length", b"accept-encoding"})
+
+
+def extract_token(headers: Headers, extra_headers: Sequence[bytes] = ()) -> str | None:
+    """Return the host token from ``headers`` (lower-case names), or ``None``."""
+    bearer: str | None = None
+    api_key: str | None = None
+    extras: dict[bytes, str] = {}
+    for name, value in headers:
+        if name == b"authorization" and bearer is None:
+            scheme, _, token = value.partition(b" ")
+            if scheme.lower() == b"bearer":
+                bearer = token.strip().decode("latin-1")
+        elif name == b"x-api-key" and api_key is None:
+            api_key = value.strip().decode("latin-1")
+        elif name in extra_headers and name not in extras:
+            extras[name] = value.strip().decode("latin-1")
+    for candidate in (bearer, api_key, *(extras.get(n) for n in extra_headers)):
+        if candidate:
+            return candidate
+    return None
+
+
+def _connection_tokens(headers: Headers) -> set[bytes]:
+    named: set[bytes] = set()
+    for name, value in headers:
+        if name == b"connection":
+            named.update(t.strip().lower() for t in value.split(b","))
+    return named
+
+
+def request_headers_for_upstream(
+    headers: Headers,
+    strip: frozenset[bytes],
+    add: Iterable[tuple[bytes, bytes]],
+) -> list[tuple[bytes, bytes]]:
+    """Client headers minus credentials, hop-by-hop and ``strip``; plus ``add``.
+
+    The bridge asks upstream for ``identity`` encoding so it can relay bytes
+    unchanged and parse them on the side.
+    """
+    drop = HOP_BY_HOP | HOST_CREDENTIALS | _REPLACED | strip | _connection_tokens(headers)
+    out = [(n, v) for n, v in headers if n not in drop]
+    out.extend(add)
+    out.append((b"accept-encoding", b"identity"))
+    return out
+
+
+def response_headers_for_client(headers: Headers) -> list[tuple[bytes, bytes]]:
+    """Upstream response headers minus hop-by-hop ones and ``Content-Length``
+    (the bridge frames the body itself)."""
+    drop = HOP_BY_HOP | {b"content-length"} | _connection_tokens(headers)
+    return [(n, v) for n, v in headers if n not in drop]

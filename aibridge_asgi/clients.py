@@ -1,0 +1,123 @@
+"""Which AI client sent a request, and its session id where it sends one.
+
+One table of rules, checked in order; the first match names the client.
+Each rule looks at the User-Agent prefix or at a header, and says where that
+client keeps its session id (a header, or Claude Code's ``metadata.user_id``).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = ["RULES", "ClientRule", "detect_client"]
+
+
+@dataclass(frozen=True, slots=True)
+class ClientRule:
+    """How one client is recognised on the wire."""
+
+    name: str
+    user_agent_prefixes: tuple[str, ...] = ()
+    #: (header, value prefix) pairs; an empty prefix means "header present".
+    header_markers: tuple[tuple[str, str], ...] = ()
+    session_headers: tuple[str, ...] = ()
+    session_in_metadata_user_id: bool = False
+
+
+RULES: Sequence[ClientRule] = (
+    ClientRule(
+        "Claude Code",
+        user_agent_prefixes=("claude-cli/", "claude-code/"),
+        header_markers=(("x-claude-code-session-id", ""),),
+        session_headers=("x-claude-code-session-id",),
+        session_in_metadata_user_id=True,
+    ),
+    ClientRule(
+        "Codex",
+        user_agent_prefixes=("codex_exec/", "codex_cli_rs/", "codex_", "codex/"),
+        header_markers=(("originator", "codex"),),
+        session_headers=("session-id", "session_id"),
+    ),
+    ClientRule(
+        "Kilo Code",
+        user_agent_prefixes=("kilo-code/", "kilocode/", "kilo/"),
+        header_markers=(("originator", "kilo-code"), ("x-kilocode-taskid", "")),
+        session_headers=("x-kilocode-taskid",),
+    ),
+    ClientRule(
+        "Roo Code",
+        user_agent_prefixes=("roo-code/", "roocode/"),
+        header_markers=(("originator", "roo-code"),),
+    ),
+    ClientRule("OpenCode", user_agent_prefixes=("opencode/",)),
+    ClientRule("Cline", user_agent_prefixes=("cline/", "cline-cli/")),
+    ClientRule("Zed", user_agent_prefixes=("zed/",)),
+    ClientRule(
+        "VS Code Copilot",
+        user_agent_prefixes=("githubcopilotchat/",),
+        session_headers=("x-interaction-id",),
+    ),
+    ClientRule(
+        "Goose",
+        user_agent_prefixes=("goose/",),
+        header_markers=(("goose-session-id", ""),),
+        session_headers=("goose-session-id",),
+    ),
+    ClientRule("Cursor", header_markers=(("x-cursor-client-version", ""),)),
+    ClientRule("openai-python", user_agent_prefixes=("openai/python",)),
+    ClientRule("anthropic-python", user_agent_prefixes=("anthropic/python",)),
+    ClientRule("openai-node", user_agent_prefixes=("openai/js",)),
+    ClientRule("anthropic-node", user_agent_prefixes=("anthropic/js",)),
+)
+
+
+def _session_from_user_id(body: Mapping[str, Any] | None) -> str | None:
+    if not body:
+        return None
+    metadata = body.get("metadata")
+    if not isinstance(metadata, dict):
+        return None
+    user_id = metadata.get("user_id")
+    if not isinstance(user_id, str):
+        return None
+    if user_id.startswith("{"):
+        try:
+            parsed = json.loads(user_id)
+        except ValueError:
+            return None
+        session = parsed.get("session_id") if isinstance(parsed, dict) else None
+        return session if isinstance(session, str) and session else None
+    # Older Claude Code: "user_<hash>_account_<uuid>_session_<uuid>".
+    _, sep, session = user_id.rpartition("_session_")
+    return session if sep and session else None
+
+
+def detect_client(
+    headers: Mapping[str, str], body: Mapping[str, Any] | None = None
+) -> tuple[str, str | None]:
+    """Return ``(client name, session id or None)``.
+
+    ``headers`` maps lower-case header names to values; ``body`` is the parsed
+    request body when there is one. Unrecognised clients are ``"unknown"``.
+    """
+    user_agent = headers.get("user-agent", "").lower()
+    for rule in RULES:
+        if not (
+            any(user_agent.startswith(p) for p in rule.user_agent_prefixes)
+            or any(
+                name in headers and headers[name].lower().startswith(prefix)
+                for name, prefix in rule.header_markers
+            )
+        ):
+            continue
+        for name in rule.session_headers:
+            value = headers.get(name)
+            if value:
+                return rule.name, value
+        if rule.session_in_metadata_user_id:
+            return rule.name, _session_from_user_id(body)
+        return rule.name, None
+    return "unknown", None

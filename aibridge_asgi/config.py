@@ -1,0 +1,107 @@
+"""Provider instances and bridge settings, as plain data."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Literal, TypeAlias
+
+__all__ = [
+    "DEFAULT_BASE_URLS",
+    "DEFAULT_MAX_BODY_SIZE",
+    "ProviderConfig",
+    "ProviderKind",
+    "Timeouts",
+]
+
+ProviderKind: TypeAlias = Literal["anthropic", "openai"]
+
+#: Where each kind's upstream lives by default. Anthropic's base has no
+#: ``/v1`` (clients send ``/v1/messages``); OpenAI's includes it.
+DEFAULT_BASE_URLS: Mapping[str, str] = {
+    "anthropic": "https://api.anthropic.com",
+    "openai": "https://api.openai.com/v1",
+}
+
+#: Request bodies above this are refused with 413. Long Claude Code sessions
+#: send several MB; 64 MiB leaves ample room.
+DEFAULT_MAX_BODY_SIZE = 64 * 1024 * 1024
+
+_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+
+
+def _no_headers() -> Mapping[str, str]:
+    return {}
+
+
+@dataclass(frozen=True)
+class ProviderConfig:
+    """One upstream the bridge serves under ``/{name}/...``.
+
+    ``kind`` decides which APIs and which auth header the instance speaks:
+
+    * ``anthropic``: served at ``/{name}/v1/messages`` (plus passthrough
+      routes); the key goes upstream as ``x-api-key`` unless ``key_header``
+      says otherwise.
+    * ``openai``: served at ``/{name}/v1/chat/completions`` and
+      ``/{name}/v1/responses``; the key goes as ``Authorization: Bearer``
+      unless ``key_header`` names another header (Azure uses ``api-key``).
+
+    ``base_url`` may carry a path prefix; it is kept. ``headers`` are added
+    to every upstream request of this instance (e.g. an API version).
+    """
+
+    name: str
+    kind: ProviderKind
+    api_key: str = field(repr=False)
+    base_url: str | None = None
+    key_header: str | None = None
+    headers: Mapping[str, str] = field(default_factory=_no_headers)
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("anthropic", "openai"):
+            raise ValueError(f"provider {self.name!r}: unknown kind {self.kind!r}")
+        if not _NAME.match(self.name):
+            raise ValueError(
+                f"provider name {self.name!r} must be lowercase letters, digits, '-' or '_'"
+            )
+        if not self.api_key:
+            raise ValueError(f"provider {self.name!r} has an empty api_key")
+        base = self.resolved_base_url
+        if not base.startswith(("http://", "https://")):
+            raise ValueError(f"provider {self.name!r}: base_url must be http(s)")
+        if "?" in base or "#" in base:
+            raise ValueError(f"provider {self.name!r}: base_url must not have a query")
+
+    @property
+    def resolved_base_url(self) -> str:
+        """The base URL, defaulted by kind, without a trailing slash."""
+        return (self.base_url or DEFAULT_BASE_URLS[self.kind]).rstrip("/")
+
+    def auth_header(self) -> tuple[bytes, bytes]:
+        """The header that carries the provider key upstream."""
+        if self.key_header is not None:
+            name = self.key_header.lower()
+            if name == "authorization":
+                return (b"authorization", b"Bearer " + self.api_key.encode())
+            return (name.encode(), self.api_key.encode())
+        if self.kind == "anthropic":
+            return (b"x-api-key", self.api_key.encode())
+        return (b"authorization", b"Bearer " + self.api_key.encode())
+
+
+@dataclass(frozen=True)
+class Timeouts:
+    """Upstream timeouts in seconds.
+
+    ``read`` bounds the silence between two reads of a response, not the
+    whole response: a long model answer that keeps streaming never hits it.
+    The default allows ten silent minutes, enough for a long non-streaming
+    answer with extended thinking.
+    """
+
+    connect: float = 10.0
+    read: float = 600.0
+    write: float = 60.0
+    pool: float = 30.0

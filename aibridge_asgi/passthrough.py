@@ -1,0 +1,81 @@
+"""Allow-listed routes forwarded as they are (models, token counting...).
+
+Same credential swap as bridged routes, any method, no records; the answer
+streams back unchanged.
+"""
+
+from __future__ import annotations
+
+import anyio
+from starlette.types import Receive, Scope, Send
+
+from ._asgi import Runtime, content_length, read_body, send_error, upstream_url
+from .auth import request_headers_for_upstream, response_headers_for_client
+from .errors import BridgeError
+from .routing import Route
+from .upstream import UpstreamStreamError, UpstreamTimeout, UpstreamUnreachable
+
+__all__ = ["passthrough"]
+
+
+async def passthrough(
+    rt: Runtime, scope: Scope, receive: Receive, send: Send, route: Route
+) -> None:
+    """Forward one authenticated request on a passthrough route.
+
+    Raises :class:`~aibridge_asgi._asgi.ClientGone` if the client leaves
+    while sending its body.
+    """
+    provider = route.provider
+    kind = provider.kind
+    raw_headers = scope["headers"]
+    try:
+        body = await read_body(receive, rt.max_body_size, content_length(raw_headers))
+    except BridgeError as exc:
+        await send_error(send, kind, exc)
+        return
+    url = upstream_url(provider.resolved_base_url, route.upstream_path, scope["query_string"])
+    headers = request_headers_for_upstream(
+        raw_headers,
+        rt.strip_headers,
+        [provider.auth_header(), *((k.encode(), v.encode()) for k, v in provider.headers.items())],
+    )
+    try:
+        response = await rt.upstream.send(scope["method"], url, headers, body)
+    except UpstreamTimeout:
+        await send_error(
+            send, kind, BridgeError(504, "the upstream provider did not answer in time")
+        )
+        return
+    except UpstreamUnreachable:
+        await send_error(send, kind, BridgeError(502, "the upstream provider could not be reached"))
+        return
+    try:
+        started = False
+        try:
+            async for chunk in response.iter_raw():
+                if not started:
+                    await _start(send, response.status, response.headers)
+                    started = True
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        except UpstreamStreamError:
+            if not started:
+                error = BridgeError(502, "the upstream provider's answer broke off")
+                await send_error(send, kind, error)
+            return  # started: leave the response cut, as upstream cut it
+        if not started:
+            await _start(send, response.status, response.headers)
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+    finally:
+        with anyio.CancelScope(shield=True):
+            await response.aclose()
+
+
+async def _start(send: Send, status: int, headers: list[tuple[bytes, bytes]]) -> None:
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": response_headers_for_client(headers),
+        }
+    )

@@ -1,0 +1,241 @@
+"""Record types the bridge hands to the host, and their off-path delivery.
+
+Every bridged request that passes authentication produces exactly one
+:class:`InterceptionStarted` and exactly one :class:`InterceptionEnded`.
+Between the two, the API interceptors emit :class:`TokenUsage`,
+:class:`PromptUsage`, :class:`ToolUsage` and :class:`ModelThought` records.
+
+Records are delivered to the host's recorder by a single background worker,
+in the order they were produced, so a slow or failing recorder never delays
+or breaks a client's response.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Literal, Protocol, TypeAlias, runtime_checkable
+
+__all__ = [
+    "Actor",
+    "EndStatus",
+    "InterceptionEnded",
+    "InterceptionStarted",
+    "ModelThought",
+    "PromptUsage",
+    "Record",
+    "Recorder",
+    "TokenUsage",
+    "ToolUsage",
+    "utcnow",
+]
+
+logger = logging.getLogger("aibridge_asgi.records")
+
+EndStatus: TypeAlias = Literal["completed", "failed", "cancelled"]
+
+
+def utcnow() -> datetime:
+    """Return the current time as an aware UTC datetime."""
+    return datetime.now(UTC)
+
+
+def _empty() -> Mapping[str, Any]:
+    return {}
+
+
+@dataclass(frozen=True, slots=True)
+class Actor:
+    """Who a host token belongs to, as the host's resolver says."""
+
+    id: str
+    metadata: Mapping[str, Any] = field(default_factory=_empty)
+
+
+@dataclass(frozen=True, slots=True)
+class InterceptionStarted:
+    """A bridged request passed authentication and is about to go upstream.
+
+    ``provider`` is the provider kind (``anthropic`` or ``openai``),
+    ``provider_name`` the configured instance (``anthropic``, ``azure``...),
+    ``route`` the bridged API (``/v1/messages``, ``/chat/completions``,
+    ``/responses``), ``model`` the model the client asked for (``""`` when
+    the body could not be read), ``client`` the client guessed from the
+    request and ``client_session_id`` its session id where it sends one.
+    ``metadata`` is the actor's metadata.
+    """
+
+    interception_id: str
+    actor: Actor
+    provider: str
+    provider_name: str
+    model: str
+    route: str
+    streaming: bool
+    client: str
+    client_session_id: str | None
+    user_agent: str | None
+    started_at: datetime
+    metadata: Mapping[str, Any] = field(default_factory=_empty)
+
+
+@dataclass(frozen=True, slots=True)
+class InterceptionEnded:
+    """The interception is over; ``status`` says how it ended.
+
+    ``http_status`` is the status the client was sent (``None`` when no
+    response started, e.g. the client left first); ``error`` a short,
+    secret-free reason for ``failed`` and ``cancelled``.
+    """
+
+    interception_id: str
+    ended_at: datetime
+    status: EndStatus
+    http_status: int | None
+    error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TokenUsage:
+    """Token counts of one upstream response (see docs/records.md)."""
+
+    interception_id: str
+    provider_response_id: str
+    input_tokens: int
+    output_tokens: int
+    cache_read_input_tokens: int = 0
+    cache_write_input_tokens: int = 0
+    extra: Mapping[str, int] = field(default_factory=_empty)
+    created_at: datetime = field(default_factory=utcnow)
+
+
+@dataclass(frozen=True, slots=True)
+class PromptUsage:
+    """The text of the last user message the client sent."""
+
+    interception_id: str
+    provider_response_id: str
+    prompt: str
+    created_at: datetime = field(default_factory=utcnow)
+
+
+@dataclass(frozen=True, slots=True)
+class ToolUsage:
+    """A tool call the model made. ``args`` is parsed JSON, or the raw string
+    when the arguments were not valid JSON. ``injected`` is True for tools the
+    bridge itself added to the request (none yet)."""
+
+    interception_id: str
+    provider_response_id: str
+    tool: str
+    tool_call_id: str
+    args: Any
+    injected: bool = False
+    created_at: datetime = field(default_factory=utcnow)
+
+
+@dataclass(frozen=True, slots=True)
+class ModelThought:
+    """Model reasoning text; ``source`` is ``thinking``, ``reasoning_summary``
+    or ``commentary``."""
+
+    interception_id: str
+    content: str
+    source: str
+    created_at: datetime = field(default_factory=utcnow)
+
+
+Record: TypeAlias = (
+    InterceptionStarted | InterceptionEnded | TokenUsage | PromptUsage | ToolUsage | ModelThought
+)
+
+
+@runtime_checkable
+class Recorder(Protocol):
+    """What a host supplies to receive records."""
+
+    async def record(self, record: Record) -> None:
+        """Persist or forward one record. Exceptions are logged and dropped."""
+        ...
+
+
+class RecordQueue:
+    """Delivers records to a recorder from one background task, in order.
+
+    :meth:`put` never blocks and never raises; the worker starts lazily on
+    the running event loop (hosts often do not forward lifespan events to
+    mounted apps), and again on a new loop if the old one went away.
+    """
+
+    def __init__(self, recorder: Recorder | None) -> None:
+        self._recorder = recorder
+        self._pending: deque[Record] = deque()
+        self._wakeup = asyncio.Event()
+        self._idle = asyncio.Event()
+        self._worker: asyncio.Task[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._closed = False
+
+    def put(self, record: Record) -> None:
+        """Queue one record for delivery."""
+        if self._recorder is None:
+            return
+        if self._closed:
+            logger.error("record %s produced after close; dropped", type(record).__name__)
+            return
+        self._pending.append(record)
+        loop = asyncio.get_running_loop()
+        if self._worker is None or self._worker.done() or self._loop is not loop:
+            self._wakeup = asyncio.Event()
+            self._idle = asyncio.Event()
+            self._loop = loop
+            self._worker = loop.create_task(self._run(), name="aibridge-recorder")
+        self._idle.clear()
+        self._wakeup.set()
+
+    async def _run(self) -> None:
+        recorder = self._recorder
+        assert recorder is not None
+        while True:
+            while self._pending:
+                record = self._pending.popleft()
+                try:
+                    await recorder.record(record)
+                except asyncio.CancelledError:
+                    raise
+                except Exception:
+                    logger.exception(
+                        "recorder failed on %s for interception %s",
+                        type(record).__name__,
+                        getattr(record, "interception_id", "?"),
+                    )
+            self._idle.set()
+            if self._closed:
+                return
+            self._wakeup.clear()
+            await self._wakeup.wait()
+
+    @property
+    def pending(self) -> int:
+        """How many records wait for the recorder."""
+        return len(self._pending)
+
+    async def flush(self) -> None:
+        """Wait until every record queued so far has been handed over."""
+        if self._worker is None or self._worker.done():
+            return
+        if self._loop is not asyncio.get_running_loop():
+            return
+        await self._idle.wait()
+
+    async def aclose(self) -> None:
+        """Deliver what is pending, then stop the worker."""
+        self._closed = True
+        worker = self._worker
+        if worker is not None and not worker.done() and self._loop is asyncio.get_running_loop():
+            self._wakeup.set()
+            await worker

@@ -1,0 +1,110 @@
+"""A sans-IO Server-Sent Events scanner.
+
+Bytes go in, complete events come out, each with the exact bytes it was made
+of (so a relay can forward or drop it unchanged) and its parsed ``event`` and
+``data`` fields. The result does not depend on how the input is split: one
+byte at a time, mid-line or mid-CRLF, the same events come out. Lines may end
+in CRLF, LF or CR, as the SSE specification allows.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+__all__ = ["SSEEvent", "SSEScanner"]
+
+_LINE_END = re.compile(rb"\r\n|\r|\n")
+
+
+@dataclass(frozen=True, slots=True)
+class SSEEvent:
+    """One blank-line-terminated block of the stream.
+
+    ``raw`` is every byte of the block, blank line included. ``event`` is the
+    last ``event:`` field, ``data`` the ``data:`` fields joined with ``\\n``;
+    both are ``None`` when absent (a block of comments only has neither).
+    """
+
+    raw: bytes
+    event: str | None
+    data: str | None
+
+
+class SSEScanner:
+    """Incremental SSE parser: :meth:`feed` bytes, get complete events."""
+
+    __slots__ = ("_buf", "_data", "_event", "_pending_cr", "_pos")
+
+    def __init__(self) -> None:
+        self._buf = bytearray()
+        self._pos = 0  # start of the next unscanned line in _buf
+        self._pending_cr = False  # last line ended in CR at the end of a read
+        self._event: str | None = None
+        self._data: list[str] | None = None
+
+    def feed(self, chunk: bytes) -> list[SSEEvent]:
+        """Take the next bytes of the stream; return the events they complete."""
+        buf = self._buf
+        buf += chunk
+        events: list[SSEEvent] = []
+        pos = self._pos
+        start = 0
+        size = len(buf)
+        while pos < size:
+            if self._pending_cr:
+                self._pending_cr = False
+                if buf[pos] == 0x0A:  # the LF of a CRLF split across reads
+                    pos += 1
+                    continue
+            m = _LINE_END.search(buf, pos)
+            if m is None:
+                break
+            line_start, pos = pos, m.end()
+            if pos == size and buf[pos - 1] == 0x0D:
+                self._pending_cr = True
+            if m.start() == line_start:
+                events.append(SSEEvent(bytes(buf[start:pos]), self._event, self._joined()))
+                self._event = None
+                self._data = None
+                start = pos
+            else:
+                self._field(buf[line_start : m.start()])
+        if start:
+            del buf[:start]
+        self._pos = pos - start
+        return events
+
+    def _joined(self) -> str | None:
+        data = self._data
+        if data is None:
+            return None
+        return data[0] if len(data) == 1 else "\n".join(data)
+
+    def _field(self, line: bytearray) -> None:
+        if line[0] == 0x3A:  # ":" comment
+            return
+        name, colon, value = bytes(line).partition(b":")
+        if colon and value[:1] == b" ":
+            value = value[1:]
+        if name == b"data":
+            text = value.decode("utf-8", "replace")
+            if self._data is None:
+                self._data = [text]
+            else:
+                self._data.append(text)
+        elif name == b"event":
+            self._event = value.decode("utf-8", "replace")
+
+    def pending(self) -> bytes:
+        """The bytes of the incomplete event at the end of what was fed."""
+        return bytes(self._buf)
+
+    def take_pending(self) -> bytes:
+        """Return and forget the bytes of the incomplete event (stream end)."""
+        rest = bytes(self._buf)
+        self._buf.clear()
+        self._pos = 0
+        self._event = None
+        self._data = None
+        return rest

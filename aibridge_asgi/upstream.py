@@ -1,0 +1,144 @@
+"""The one seam between the bridge and whatever sends HTTP upstream.
+
+The bridge only ever calls :meth:`Upstream.send` and reads the returned
+:class:`UpstreamResponse`. Errors arrive as the three exceptions below, so a
+change of HTTP client touches this module alone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from typing import Protocol
+
+import httpx
+
+from .config import Timeouts
+
+__all__ = [
+    "HttpxUpstream",
+    "Upstream",
+    "UpstreamResponse",
+    "UpstreamStreamError",
+    "UpstreamTimeout",
+    "UpstreamUnreachable",
+]
+
+
+class UpstreamUnreachable(Exception):
+    """No response: connection refused, DNS or TLS failure, connection reset."""
+
+
+class UpstreamTimeout(Exception):
+    """No response in time (connect, write, or read before the headers)."""
+
+
+class UpstreamStreamError(Exception):
+    """The response body broke off: cut connection, read timeout, bad framing."""
+
+
+class UpstreamResponse(Protocol):
+    """A response whose headers have arrived and whose body is still to read."""
+
+    status: int
+    #: Lower-case names, raw values, in upstream order.
+    headers: list[tuple[bytes, bytes]]
+
+    def iter_raw(self) -> AsyncIterator[bytes]:
+        """The body bytes as sent (no content decoding); raises
+        :class:`UpstreamStreamError` if the body breaks off."""
+        ...
+
+    async def aclose(self) -> None:
+        """Release the connection (closing it if the body was not read)."""
+        ...
+
+
+class Upstream(Protocol):
+    """Sends one request upstream and returns once the headers are in."""
+
+    async def send(
+        self, method: str, url: str, headers: Sequence[tuple[bytes, bytes]], body: bytes
+    ) -> UpstreamResponse:
+        """Raise :class:`UpstreamUnreachable` or :class:`UpstreamTimeout` when
+        no response arrives."""
+        ...
+
+    async def aclose(self) -> None:
+        """Close pooled connections the seam owns."""
+        ...
+
+
+class _HttpxResponse:
+    __slots__ = ("_response", "headers", "status")
+
+    def __init__(self, response: httpx.Response) -> None:
+        self._response = response
+        self.status = response.status_code
+        self.headers = [(k.lower(), v) for k, v in response.headers.raw]
+
+    async def iter_raw(self) -> AsyncIterator[bytes]:
+        try:
+            async for chunk in self._response.aiter_raw():
+                if chunk:
+                    yield chunk
+        except (httpx.TransportError, httpx.StreamError) as exc:
+            raise UpstreamStreamError(_describe(exc)) from None
+
+    async def aclose(self) -> None:
+        await self._response.aclose()
+
+
+def _describe(exc: Exception) -> str:
+    """A short reason without URLs or headers (which could carry secrets)."""
+    name = type(exc).__name__
+    if isinstance(exc, httpx.TimeoutException):
+        return f"upstream read timed out ({name})"
+    return f"upstream connection failed ({name})"
+
+
+class HttpxUpstream:
+    """The default seam: an ``httpx.AsyncClient``, created on first use.
+
+    Pass ``client`` to bring your own (its timeouts and transport are then
+    yours; the bridge never closes it).
+    """
+
+    def __init__(
+        self, timeouts: Timeouts, client: httpx.AsyncClient | None = None, *, owned: bool = False
+    ) -> None:
+        self._timeouts = timeouts
+        self._client = client
+        self._owned = owned or client is None
+
+    def _get_client(self) -> httpx.AsyncClient:
+        if self._client is None:
+            t = self._timeouts
+            self._client = httpx.AsyncClient(
+                timeout=httpx.Timeout(connect=t.connect, read=t.read, write=t.write, pool=t.pool),
+                limits=httpx.Limits(max_connections=None, max_keepalive_connections=256),
+                follow_redirects=False,
+                trust_env=False,
+            )
+            # No default User-Agent/Accept of httpx's own: the client's pass as sent.
+            self._client.headers = httpx.Headers()
+        return self._client
+
+    async def send(
+        self, method: str, url: str, headers: Sequence[tuple[bytes, bytes]], body: bytes
+    ) -> UpstreamResponse:
+        client = self._get_client()
+        request = client.build_request(method, url, headers=list(headers), content=body)
+        try:
+            response = await client.send(request, stream=True)
+        except httpx.TimeoutException as exc:
+            raise UpstreamTimeout(
+                f"upstream did not answer in time ({type(exc).__name__})"
+            ) from None
+        except httpx.TransportError as exc:
+            raise UpstreamUnreachable(_describe(exc)) from None
+        return _HttpxResponse(response)
+
+    async def aclose(self) -> None:
+        if self._owned and self._client is not None:
+            await self._client.aclose()
+            self._client = None
