@@ -1,0 +1,26 @@
+"""Test support for hosts: a fake upstream, an in-memory recorder, a server.
+
+* :class:`FakeUpstream`: a scriptable ASGI fake of the Anthropic and OpenAI
+  APIs (streamed and not), usable in-process through
+  ``httpx.ASGITransport`` or on a loopback port with :class:`ServerThread`.
+* :class:`InMemoryRecorder`: keeps every record in a list.
+* :mod:`aibridge_asgi.testing.streams`: builders of realistic answers.
+"""
+
+from __future__ import annotations
+
+from . import streams
+from .fake_upstream import ANTHROPIC_KEY, OPENAI_KEY, FakeResponse, FakeUpstream, ReceivedRequest
+from .recorder import InMemoryRecorder
+from .server import ServerThread
+
+__all__ = [
+    "ANTHROPIC_KEY",
+    "OPENAI_KEY",
+    "FakeResponse",
+    "FakeUpstream",
+    "InMemoryRecorder",
+    "ReceivedRequest",
+    "ServerThread",
+    "streams",
+]

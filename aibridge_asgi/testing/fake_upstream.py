@@ -1,0 +1,295 @@
+"""A scriptable fake of the Anthropic and OpenAI APIs, as an ASGI app.
+
+One app serves both: Anthropic's paths under ``/v1/messages...`` and
+OpenAI's under ``/v1/chat/completions``, ``/v1/responses`` and
+``/v1/models``. Point the bridge's ``anthropic`` base URL at the server's
+origin and its ``openai`` base URL at ``origin + "/v1"``.
+
+Without a script it answers every call with a realistic default (streamed
+when the request asks for it). :meth:`FakeUpstream.enqueue` scripts the next
+answers: status, headers, body chunks, delays, a cut connection, a hang.
+Every request it received is kept in :attr:`FakeUpstream.requests`.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections import deque
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import anyio
+from starlette.types import Message, Receive, Scope, Send
+
+from .streams import (
+    anthropic_events,
+    anthropic_message,
+    chat_completion,
+    chat_events,
+    response_events,
+    response_object,
+)
+
+__all__ = ["FakeResponse", "FakeUpstream", "ReceivedRequest"]
+
+ANTHROPIC_KEY = "sk-ant-fake-upstream-key"
+OPENAI_KEY = "sk-fake-upstream-key"
+
+
+@dataclass(frozen=True)
+class ReceivedRequest:
+    """One request as the fake upstream saw it."""
+
+    method: str
+    path: str
+    query: str
+    headers: list[tuple[str, str]]
+    body: bytes
+
+    def header(self, name: str) -> str | None:
+        """The first value of header ``name`` (case-insensitive), or None."""
+        name = name.lower()
+        return next((v for k, v in self.headers if k == name), None)
+
+    def header_values(self, name: str) -> list[str]:
+        """Every value of header ``name``."""
+        name = name.lower()
+        return [v for k, v in self.headers if k == name]
+
+    def json(self) -> Any:
+        """The body parsed as JSON."""
+        return json.loads(self.body)
+
+
+@dataclass
+class FakeResponse:
+    """A scripted answer.
+
+    ``chunks`` are written one by one (``chunk_delay`` apart). ``cut`` drops
+    the connection after them instead of ending the body; ``hang`` keeps the
+    response open that many seconds after the last chunk (``float("inf")``:
+    until the client leaves); ``delay`` waits before sending headers.
+    """
+
+    status: int = 200
+    chunks: Sequence[bytes] = ()
+    headers: Sequence[tuple[str, str]] = ()
+    content_type: str = "application/json"
+    chunk_delay: float = 0.0
+    delay: float = 0.0
+    hang: float = 0.0
+    cut: bool = False
+
+    @classmethod
+    def json(cls, data: Any, status: int = 200, **options: Any) -> FakeResponse:
+        """A JSON body (``data`` is encoded compactly unless it is bytes)."""
+        body = data if isinstance(data, bytes) else json.dumps(data).encode()
+        return cls(status=status, chunks=[body], **options)
+
+    @classmethod
+    def sse(cls, events: Sequence[bytes], status: int = 200, **options: Any) -> FakeResponse:
+        """An event stream, one chunk per item of ``events``."""
+        return cls(status=status, chunks=list(events), content_type="text/event-stream", **options)
+
+
+Responder = Callable[[ReceivedRequest], FakeResponse]
+
+
+@dataclass
+class _Script:
+    path: str | None
+    answer: FakeResponse | Responder
+
+
+def _anthropic_error(status: int, kind: str, message: str) -> FakeResponse:
+    return FakeResponse.json({"type": "error", "error": {"type": kind, "message": message}}, status)
+
+
+def _openai_error(status: int, code: str, message: str) -> FakeResponse:
+    error = {"message": message, "type": "invalid_request_error", "param": None, "code": code}
+    return FakeResponse.json({"error": error}, status)
+
+
+@dataclass
+class FakeUpstream:
+    """The fake provider. ``reply`` is the text of default answers; the keys
+    are what it accepts (a wrong or missing key gets the provider's 401)."""
+
+    reply: str = "Hello from the fake upstream."
+    anthropic_key: str = ANTHROPIC_KEY
+    openai_key: str = OPENAI_KEY
+    requests: list[ReceivedRequest] = field(default_factory=list)
+    #: Paths of responses the client abandoned before their end.
+    abandoned: list[str] = field(default_factory=list)
+    _script: deque[_Script] = field(default_factory=deque)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def enqueue(self, answer: FakeResponse | Responder, path: str | None = None) -> None:
+        """Script the next answer (to a request on ``path``, if given)."""
+        with self._lock:
+            self._script.append(_Script(path, answer))
+
+    def last(self, path: str | None = None) -> ReceivedRequest:
+        """The latest request received (on ``path``, if given)."""
+        for request in reversed(self.requests):
+            if path is None or request.path == path:
+                return request
+        raise LookupError(f"no request received on {path or 'any path'}")
+
+    def _scripted(self, request: ReceivedRequest) -> FakeResponse | None:
+        with self._lock:
+            for item in self._script:
+                if item.path is None or item.path == request.path:
+                    self._script.remove(item)
+                    answer = item.answer
+                    return answer if isinstance(answer, FakeResponse) else answer(request)
+        return None
+
+    # -- ASGI ---------------------------------------------------------------
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            while (await receive())["type"] != "lifespan.shutdown":
+                await send({"type": "lifespan.startup.complete"})
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+        if scope["type"] != "http":
+            return
+        body = b""
+        more = True
+        while more:
+            message = await receive()
+            body += message.get("body", b"")
+            more = message.get("more_body", False)
+        request = ReceivedRequest(
+            method=scope["method"],
+            path=scope["path"],
+            query=scope["query_string"].decode("latin-1"),
+            headers=[
+                (k.decode("latin-1").lower(), v.decode("latin-1")) for k, v in scope["headers"]
+            ],
+            body=body,
+        )
+        self.requests.append(request)
+        answer = self._scripted(request) or self._default(request)
+        await self._send(answer, request, receive, send)
+
+    async def _send(
+        self, answer: FakeResponse, request: ReceivedRequest, receive: Receive, send: Send
+    ) -> None:
+        gone = anyio.Event()
+
+        async def watch() -> None:
+            while True:
+                message: Message = await receive()
+                if message["type"] == "http.disconnect":
+                    gone.set()
+                    return
+
+        completed = False
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(watch)
+            try:
+                if answer.delay:
+                    await anyio.sleep(answer.delay)
+                headers = [(b"content-type", answer.content_type.encode())]
+                headers += [(k.lower().encode(), v.encode()) for k, v in answer.headers]
+                await send(
+                    {"type": "http.response.start", "status": answer.status, "headers": headers}
+                )
+                for n, chunk in enumerate(answer.chunks):
+                    if n and answer.chunk_delay:
+                        await anyio.sleep(answer.chunk_delay)
+                    if gone.is_set():
+                        break
+                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                if answer.hang:
+                    with anyio.move_on_after(answer.hang):
+                        await gone.wait()
+                if gone.is_set():
+                    self.abandoned.append(request.path)
+                elif not answer.cut:
+                    await send({"type": "http.response.body", "body": b""})
+                    completed = True
+            finally:
+                tg.cancel_scope.cancel()
+        if not completed and not gone.is_set():
+            # Returning with the body unfinished makes the server drop the
+            # connection: what a cut upstream looks like to the bridge.
+            return
+
+    # -- default answers -----------------------------------------------------
+
+    def _default(self, request: ReceivedRequest) -> FakeResponse:
+        path = request.path
+        anthropic = path.startswith("/v1/messages")
+        if anthropic:
+            if request.header("x-api-key") != self.anthropic_key:
+                return _anthropic_error(401, "authentication_error", "invalid x-api-key")
+        elif request.header("authorization") != f"Bearer {self.openai_key}" and (
+            request.header("x-api-key") != self.anthropic_key
+        ):
+            return _openai_error(401, "invalid_api_key", "Incorrect API key provided.")
+        if request.method == "GET" and path == "/v1/models":
+            return FakeResponse.json(_models())
+        if request.method == "GET" and path.startswith("/v1/models/"):
+            model_id = path.rsplit("/", 1)[1]
+            return FakeResponse.json(_model(model_id))
+        if request.method == "GET" and path.startswith("/v1/responses/"):
+            return FakeResponse.json(response_object(self.reply, response_id=path.split("/")[3]))
+        if request.method != "POST":
+            return _openai_error(
+                404, "unknown_url", f"Unknown request URL: {request.method} {path}"
+            )
+        try:
+            body = request.json()
+        except ValueError:
+            return _openai_error(
+                400, "invalid_json", "We could not parse the JSON body of your request."
+            )
+        if not isinstance(body, Mapping):
+            return _openai_error(400, "invalid_json", "body must be an object")
+        stream = body.get("stream") is True
+        model = str(body.get("model", "fake-model"))
+        if path == "/v1/messages/count_tokens":
+            return FakeResponse.json({"input_tokens": max(1, len(request.body) // 4)})
+        if path == "/v1/messages":
+            if stream:
+                return FakeResponse.sse(anthropic_events(self.reply, model=model))
+            return FakeResponse.json(anthropic_message(self.reply, model=model))
+        if path == "/v1/chat/completions":
+            if stream:
+                options = body.get("stream_options")
+                usage = isinstance(options, Mapping) and options.get("include_usage") is True
+                return FakeResponse.sse(chat_events(self.reply, model=model, include_usage=usage))
+            return FakeResponse.json(chat_completion(self.reply, model=model))
+        if path == "/v1/responses":
+            if stream:
+                return FakeResponse.sse(response_events(self.reply, model=model))
+            return FakeResponse.json(response_object(self.reply, model=model))
+        return _openai_error(404, "unknown_url", f"Unknown request URL: POST {path}")
+
+
+def _model(model_id: str) -> dict[str, Any]:
+    return {
+        "id": model_id,
+        "object": "model",
+        "type": "model",
+        "created": 1_760_000_000,
+        "created_at": "2025-10-01T00:00:00Z",
+        "display_name": model_id,
+        "owned_by": "fake",
+    }
+
+
+def _models() -> dict[str, Any]:
+    data = [_model(m) for m in ("claude-sonnet-4-5", "claude-haiku-4-5", "gpt-5", "gpt-5-codex")]
+    return {
+        "object": "list",
+        "data": data,
+        "has_more": False,
+        "first_id": data[0]["id"],
+        "last_id": data[-1]["id"],
+    }
