@@ -1,0 +1,100 @@
+"""Shared fixtures: a fake upstream and a bridge, each on its own loopback port."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import pytest
+
+from aibridge_asgi import Actor, Bridge, create_bridge
+from aibridge_asgi.testing import (
+    ANTHROPIC_KEY,
+    OPENAI_KEY,
+    FakeUpstream,
+    InMemoryRecorder,
+    ServerThread,
+)
+
+HOST_TOKEN = "host-token-alice-0123456789"
+OTHER_TOKEN = "host-token-bob-9876543210"
+FAILING_TOKEN = "token-that-breaks-the-resolver"
+
+
+def resolve(token: str) -> Actor | None:
+    """The host's resolver used by most tests (a plain function: runs in a thread)."""
+    if token == FAILING_TOKEN:
+        raise RuntimeError("database is down")
+    return {
+        HOST_TOKEN: Actor("alice", {"username": "alice"}),
+        OTHER_TOKEN: Actor("bob"),
+    }.get(token)
+
+
+@pytest.fixture
+def fake() -> FakeUpstream:
+    return FakeUpstream()
+
+
+@pytest.fixture
+def upstream(fake: FakeUpstream) -> Iterator[ServerThread]:
+    with ServerThread(fake) as server:
+        yield server
+
+
+@dataclass
+class Running:
+    """A bridge served on a loopback port, mounted at ``prefix``."""
+
+    bridge: Bridge
+    server: ServerThread
+    recorder: InMemoryRecorder
+    prefix: str
+
+    @property
+    def url(self) -> str:
+        return self.server.url + self.prefix
+
+    def flush(self) -> None:
+        self.server.call(self.bridge.flush())
+
+
+@pytest.fixture
+def start_bridge(upstream: ServerThread) -> Iterator[Callable[..., Running]]:
+    servers: list[ServerThread] = []
+
+    def start(
+        *,
+        recorder: InMemoryRecorder | None = None,
+        mount: Callable[[Bridge], Any] | None = None,
+        prefix: str = "",
+        **options: Any,
+    ) -> Running:
+        options.setdefault("provider_keys", {"anthropic": ANTHROPIC_KEY, "openai": OPENAI_KEY})
+        options.setdefault(
+            "base_urls", {"anthropic": upstream.url, "openai": upstream.url + "/v1"}
+        )
+        options.setdefault("resolve_token", resolve)
+        recorder = recorder if recorder is not None else InMemoryRecorder()
+        bridge = create_bridge(recorder=recorder, **options)
+        app = mount(bridge) if mount is not None else bridge
+        server = ServerThread(app).start()
+        servers.append(server)
+        return Running(bridge, server, recorder, prefix)
+
+    yield start
+    for server in servers:
+        server.stop()
+
+
+@pytest.fixture
+def running(start_bridge: Callable[..., Running]) -> Running:
+    return start_bridge()
+
+
+@pytest.fixture
+def client() -> Iterator[httpx.Client]:
+    with httpx.Client(timeout=10) as c:
+        yield c
