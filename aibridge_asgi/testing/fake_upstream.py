@@ -163,9 +163,13 @@ class FakeUpstream:
             message = await receive()
             body += message.get("body", b"")
             more = message.get("more_body", False)
+        path: str = scope["path"]
+        root_path: str = scope.get("root_path", "")
+        if root_path and path.startswith(root_path):  # mounted: see the path below the mount
+            path = path[len(root_path) :] or "/"
         request = ReceivedRequest(
             method=scope["method"],
-            path=scope["path"],
+            path=path,
             query=scope["query_string"].decode("latin-1"),
             headers=[
                 (k.decode("latin-1").lower(), v.decode("latin-1")) for k, v in scope["headers"]
