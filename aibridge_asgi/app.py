@@ -68,6 +68,7 @@ class Bridge:
         self._rt = runtime
         self._token_headers = tuple(token_headers)
         self._in_flight = 0
+        self._cancel_scopes: set[anyio.CancelScope] = set()
         self._idle: anyio.Event | None = None
         self._closing = False
 
@@ -126,14 +127,18 @@ class Bridge:
             await send_error(send, kind, BridgeError(401, "invalid credentials"))
             return
         self._in_flight += 1
+        cancel = anyio.CancelScope()
+        self._cancel_scopes.add(cancel)
         try:
-            if route.api is None:
-                await passthrough(self._rt, scope, receive, send, route)
-            else:
-                await intercept(self._rt, scope, receive, send, route, actor)
+            with cancel:
+                if route.api is None:
+                    await passthrough(self._rt, scope, receive, send, route)
+                else:
+                    await intercept(self._rt, scope, receive, send, route, actor)
         except ClientGone:
             pass
         finally:
+            self._cancel_scopes.discard(cancel)
             self._in_flight -= 1
             if self._in_flight == 0 and self._idle is not None:
                 self._idle.set()
@@ -191,12 +196,21 @@ class Bridge:
         await self._rt.records.flush()
 
     async def aclose(self, grace_period: float | None = None) -> None:
-        """Stop taking requests, wait for in-flight ones (up to ``grace_period``
-        seconds), deliver pending records and close the upstream client."""
+        """Stop taking requests, wait for in-flight ones, deliver pending
+        records and close the upstream client.
+
+        With ``grace_period`` (seconds), calls still running after it are
+        cancelled (they end ``cancelled``, with their records) rather than
+        waited for.
+        """
         self._closing = True
         if self._in_flight:
             self._idle = anyio.Event()
             with anyio.move_on_after(grace_period):
+                await self._idle.wait()
+            for cancel in list(self._cancel_scopes):
+                cancel.cancel()
+            if self._in_flight:
                 await self._idle.wait()
         await self._rt.records.aclose()
         await self._rt.upstream.aclose()
@@ -286,18 +300,7 @@ def create_bridge(
     if not configured:
         logger.warning("aibridge: no provider has a key; every route will answer 404")
     if upstream is None:
-        if http_client is None and transport is not None:
-            t = timeouts or Timeouts()
-            http_client = httpx.AsyncClient(
-                transport=transport,
-                timeout=httpx.Timeout(connect=t.connect, read=t.read, write=t.write, pool=t.pool),
-                follow_redirects=False,
-                trust_env=False,
-            )
-            http_client.headers = httpx.Headers()
-            upstream = HttpxUpstream(t, http_client, owned=True)
-        else:
-            upstream = HttpxUpstream(timeouts or Timeouts(), http_client)
+        upstream = HttpxUpstream(timeouts or Timeouts(), http_client, transport)
     extra_token_headers = tuple(h.lower().encode() for h in token_headers)
     strip = frozenset(h.lower().encode() for h in strip_headers) | frozenset(extra_token_headers)
     runtime = Runtime(

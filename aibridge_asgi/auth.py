@@ -15,7 +15,7 @@ every other header passes through byte for byte.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 
 __all__ = [
     "HOP_BY_HOP",
@@ -81,14 +81,16 @@ def _connection_tokens(headers: Headers) -> set[bytes]:
 def request_headers_for_upstream(
     headers: Headers,
     strip: frozenset[bytes],
-    add: Iterable[tuple[bytes, bytes]],
+    add: Sequence[tuple[bytes, bytes]],
 ) -> list[tuple[bytes, bytes]]:
-    """Client headers minus credentials, hop-by-hop and ``strip``; plus ``add``.
+    """Client headers minus credentials, hop-by-hop and ``strip``; plus ``add``,
+    which replaces any client header of the same name.
 
     The bridge asks upstream for ``identity`` encoding so it can relay bytes
     unchanged and parse them on the side.
     """
-    drop = HOP_BY_HOP | HOST_CREDENTIALS | _REPLACED | strip | _connection_tokens(headers)
+    drop = HOP_BY_HOP | HOST_CREDENTIALS | _REPLACED | strip | {n for n, _ in add}
+    drop |= _connection_tokens(headers)
     out = [(n, v) for n, v in headers if n not in drop]
     out.extend(add)
     out.append((b"accept-encoding", b"identity"))

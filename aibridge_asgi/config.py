@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Literal, TypeAlias
 
 __all__ = [
@@ -78,6 +79,14 @@ class ProviderConfig:
     def resolved_base_url(self) -> str:
         """The base URL, defaulted by kind, without a trailing slash."""
         return (self.base_url or DEFAULT_BASE_URLS[self.kind]).rstrip("/")
+
+    @cached_property
+    def upstream_headers(self) -> tuple[tuple[bytes, bytes], ...]:
+        """Headers the bridge sets on every upstream request of this instance
+        (the key header, then ``headers``); client headers of the same names
+        are dropped."""
+        extra = tuple((k.lower().encode(), v.encode()) for k, v in self.headers.items())
+        return (self.auth_header(), *extra)
 
     def auth_header(self) -> tuple[bytes, bytes]:
         """The header that carries the provider key upstream."""

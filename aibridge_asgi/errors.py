@@ -63,8 +63,8 @@ def error_body(kind: str | None, status: int, message: str, code: str | None = N
 class BridgeError(Exception):
     """An error the bridge answers itself, in the provider's shape.
 
-    ``reason`` is what ends up in records and logs (it never holds secrets);
-    ``message`` is what the client reads.
+    ``message`` is what the client reads and what the records keep (it never
+    holds secrets); ``headers`` are added to the response.
     """
 
     status: int

@@ -53,8 +53,8 @@ class _Outcome:
     client_gone: bool = False
 
 
-def _parse_request(raw: bytes, route: str) -> dict[str, Any]:
-    """The request body as a JSON object with a string ``model``, or 400."""
+def _parse_request(raw: bytes) -> dict[str, Any]:
+    """The request body as a JSON object, or 400."""
     if not raw:
         raise BridgeError(400, "request body is empty; expected a JSON object")
     try:
@@ -67,6 +67,12 @@ def _parse_request(raw: bytes, route: str) -> dict[str, Any]:
         raise BridgeError(400, "request body is nested too deeply") from None
     if not isinstance(body, dict):
         raise BridgeError(400, "request body must be a JSON object")
+    return body
+
+
+def _check_request(body: dict[str, Any], route: str) -> None:
+    """400 for a missing model or a non-boolean stream; 501 for what the
+    bridge does not support."""
     model = body.get("model")
     if not isinstance(model, str) or not model:
         raise BridgeError(400, "'model' is required and must be a non-empty string")
@@ -79,7 +85,13 @@ def _parse_request(raw: bytes, route: str) -> dict[str, Any]:
             "background responses are not supported through this gateway; "
             "send the request without 'background': true",
         )
-    return body
+
+
+def _root_cause(exc: BaseException) -> BaseException:
+    """The first leaf of an exception group (anyio wraps task errors)."""
+    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
+        exc = exc.exceptions[0]
+    return exc
 
 
 def _error_message(body: bytes) -> str | None:
@@ -111,7 +123,8 @@ async def intercept(
     gone = False
     try:
         raw = await read_body(receive, rt.max_body_size, content_length(raw_headers))
-        body = _parse_request(raw, route.api)
+        body = _parse_request(raw)
+        _check_request(body, route.api)
     except BridgeError as exc:
         refusal = exc
     except ClientGone:
@@ -151,7 +164,8 @@ async def intercept(
         raise
     except Exception as exc:
         logger.exception("interception %s failed inside the bridge", interception_id)
-        outcome.status, outcome.error = "failed", f"internal bridge error ({type(exc).__name__})"
+        cause = type(_root_cause(exc)).__name__
+        outcome.status, outcome.error = "failed", f"internal bridge error ({cause})"
         if not outcome.response_started:
             outcome.http_status = 500
             error = BridgeError(500, "the AI gateway failed to handle this request")
@@ -188,7 +202,7 @@ async def _exchange(
     headers = request_headers_for_upstream(
         scope["headers"],
         rt.strip_headers,
-        [provider.auth_header(), *((k.encode(), v.encode()) for k, v in provider.headers.items())],
+        provider.upstream_headers,
     )
 
     async def watch_disconnect(cancel: anyio.CancelScope) -> None:
@@ -257,7 +271,6 @@ async def _call(
         )
         return
     try:
-        outcome.http_status = response.status
         content_type = next((v for k, v in response.headers if k == b"content-type"), b"")
         if content_type.startswith(b"text/event-stream"):
             await _relay_stream(rt, send, api, response, id_header, outcome)
@@ -301,6 +314,7 @@ async def _relay_body(
     headers.append((b"content-length", str(len(body)).encode()))
     headers.append(id_header)
     outcome.response_started = True
+    outcome.http_status = status
     await send({"type": "http.response.start", "status": status, "headers": headers})
     outcome.response_done = True
     await send({"type": "http.response.body", "body": body})
@@ -318,6 +332,7 @@ async def _relay_stream(
     headers = response_headers_for_client(response.headers)
     headers.append(id_header)
     outcome.response_started = True
+    outcome.http_status = response.status
     await send({"type": "http.response.start", "status": response.status, "headers": headers})
 
     scanner = SSEScanner()
@@ -334,47 +349,54 @@ async def _relay_stream(
                 await tx.send(exc)
 
     broke: UpstreamStreamError | None = None
+    gone = False
     async with anyio.create_task_group() as tg, rx:
         tg.start_soon(pump)
-        while True:
-            item: bytes | UpstreamStreamError | None = None
-            try:
-                if keepalive is None:
-                    item = await rx.receive()
-                else:
-                    with anyio.move_on_after(keepalive):
+        try:
+            while True:
+                item: bytes | UpstreamStreamError | None = None
+                try:
+                    if keepalive is None:
                         item = await rx.receive()
-            except anyio.EndOfStream:
-                break
-            if item is None:  # silent for a whole interval: keep the connection warm
-                await send(
-                    {"type": "http.response.body", "body": KEEPALIVE_COMMENT, "more_body": True}
-                )
-                continue
-            if isinstance(item, UpstreamStreamError):
-                broke = item
-                break
-            events = scanner.feed(item)
-            if not events:
-                continue
-            out: list[bytes] = []
-            for event in events:
-                keep = True
-                if observing:
-                    try:
-                        keep = api.on_event(event)
-                    except Exception:
-                        logger.exception("stream observer failed; relaying without it")
-                        observing = False
-                        api.error = "the bridge could not follow this stream"
-                if keep:
-                    out.append(event.raw)
-            for record in api.drain():
-                rt.records.put(record)
-            if out:
-                body = out[0] if len(out) == 1 else b"".join(out)
-                await send({"type": "http.response.body", "body": body, "more_body": True})
-        tg.cancel_scope.cancel()
+                    else:
+                        with anyio.move_on_after(keepalive):
+                            item = await rx.receive()
+                except anyio.EndOfStream:
+                    break
+                if item is None:  # silent for a whole interval: keep the connection warm
+                    await send(
+                        {"type": "http.response.body", "body": KEEPALIVE_COMMENT, "more_body": True}
+                    )
+                    continue
+                if isinstance(item, UpstreamStreamError):
+                    broke = item
+                    break
+                events = scanner.feed(item)
+                if not events:
+                    continue
+                out: list[bytes] = []
+                for event in events:
+                    keep = True
+                    if observing:
+                        try:
+                            keep = api.on_event(event)
+                        except Exception:
+                            logger.exception("stream observer failed; relaying without it")
+                            observing = False
+                            api.error = "the bridge could not follow this stream"
+                    if keep:
+                        out.append(event.raw)
+                for record in api.drain():
+                    rt.records.put(record)
+                if out:
+                    body = out[0] if len(out) == 1 else b"".join(out)
+                    await send({"type": "http.response.body", "body": body, "more_body": True})
+        except ClientGone:
+            gone = True  # re-raised below, outside the task group (which would wrap it)
+        finally:
+            tg.cancel_scope.cancel()
+    if gone:
+        raise ClientGone()
 
     rest = scanner.take_pending()
     if broke is not None:

@@ -38,7 +38,7 @@ async def passthrough(
     headers = request_headers_for_upstream(
         raw_headers,
         rt.strip_headers,
-        [provider.auth_header(), *((k.encode(), v.encode()) for k, v in provider.headers.items())],
+        provider.upstream_headers,
     )
     try:
         response = await rt.upstream.send(scope["method"], url, headers, body)

@@ -100,20 +100,26 @@ class HttpxUpstream:
     """The default seam: an ``httpx.AsyncClient``, created on first use.
 
     Pass ``client`` to bring your own (its timeouts and transport are then
-    yours; the bridge never closes it).
+    yours; the bridge never closes it), or ``transport`` to have the bridge's
+    own client send through it.
     """
 
     def __init__(
-        self, timeouts: Timeouts, client: httpx.AsyncClient | None = None, *, owned: bool = False
+        self,
+        timeouts: Timeouts,
+        client: httpx.AsyncClient | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self._timeouts = timeouts
         self._client = client
-        self._owned = owned or client is None
+        self._transport = transport
+        self._owned = client is None
 
     def _get_client(self) -> httpx.AsyncClient:
         if self._client is None:
             t = self._timeouts
             self._client = httpx.AsyncClient(
+                transport=self._transport,
                 timeout=httpx.Timeout(connect=t.connect, read=t.read, write=t.write, pool=t.pool),
                 limits=httpx.Limits(max_connections=None, max_keepalive_connections=256),
                 follow_redirects=False,
@@ -129,7 +135,7 @@ class HttpxUpstream:
         client = self._get_client()
         request = client.build_request(method, url, headers=list(headers), content=body)
         try:
-            response = await client.send(request, stream=True)
+            response = await client.send(request, stream=True, follow_redirects=False)
         except httpx.TimeoutException as exc:
             raise UpstreamTimeout(
                 f"upstream did not answer in time ({type(exc).__name__})"

@@ -186,16 +186,23 @@ class ChatCompletionsInterception(ApiInterception):
         key = (self.as_int(choice_index), self.as_int(call.get("index", 0)))
         entry = self._calls.get(key)
         if entry is None:
-            entry = self._calls[key] = {"id": None, "name": None, "args": []}
+            entry = self._calls[key] = {"id": None, "name": None, "args": [], "custom": False}
         if call.get("id"):
             entry["id"] = call["id"]
+        # Function tools carry JSON "arguments"; custom tools free-form "input".
         function = call.get("function")
+        custom = call.get("custom")
+        if isinstance(custom, dict):
+            entry["custom"] = True
+            function, field = custom, "input"
+        else:
+            field = "arguments"
         if isinstance(function, dict):
             if function.get("name"):
                 entry["name"] = function["name"]
-            arguments = function.get("arguments")
-            if isinstance(arguments, str):
-                entry["args"].append(arguments)
+            fragment = function.get(field)
+            if isinstance(fragment, str):
+                entry["args"].append(fragment)
 
     @property
     def complete(self) -> bool:
@@ -204,7 +211,8 @@ class ChatCompletionsInterception(ApiInterception):
     def finish(self) -> None:
         for key in sorted(self._calls):
             entry = self._calls[key]
-            self.tool(entry["name"], entry["id"], parse_args("".join(entry["args"])))
+            joined = "".join(entry["args"])
+            self.tool(entry["name"], entry["id"], joined if entry["custom"] else parse_args(joined))
         self._calls.clear()
         super().finish()
 
@@ -227,7 +235,13 @@ class ChatCompletionsInterception(ApiInterception):
             message = choice.get("message") if isinstance(choice, dict) else None
             calls = message.get("tool_calls") if isinstance(message, dict) else None
             for call in calls if isinstance(calls, list) else ():
-                function = call.get("function") if isinstance(call, dict) else None
+                if not isinstance(call, dict):
+                    continue
+                custom = call.get("custom")
+                if isinstance(custom, dict):
+                    self.tool(custom.get("name"), call.get("id"), custom.get("input"))
+                    continue
+                function = call.get("function")
                 if isinstance(function, dict):
                     arguments = function.get("arguments")
                     self.tool(
