@@ -67,8 +67,11 @@ RULES: Sequence[ClientRule] = (
         session_headers=("goose-session-id",),
     ),
     ClientRule("Cursor", header_markers=(("x-cursor-client-version", ""),)),
-    ClientRule("openai-python", user_agent_prefixes=("openai/python",)),
-    ClientRule("anthropic-python", user_agent_prefixes=("anthropic/python",)),
+    # The SDKs' async clients send "AsyncOpenAI/Python ...", "AsyncAnthropic/Python ...".
+    ClientRule("openai-python", user_agent_prefixes=("openai/python", "asyncopenai/python")),
+    ClientRule(
+        "anthropic-python", user_agent_prefixes=("anthropic/python", "asyncanthropic/python")
+    ),
     ClientRule("openai-node", user_agent_prefixes=("openai/js",)),
     ClientRule("anthropic-node", user_agent_prefixes=("anthropic/js",)),
 )

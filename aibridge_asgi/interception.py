@@ -31,7 +31,7 @@ from .clients import detect_client
 from .errors import BridgeError
 from .records import Actor, EndStatus, InterceptionEnded, InterceptionStarted, utcnow
 from .routing import RESPONSES, Route
-from .sse import SSEScanner
+from .sse import SSEEvent, SSEScanner
 from .upstream import UpstreamResponse, UpstreamStreamError, UpstreamTimeout, UpstreamUnreachable
 
 __all__ = ["INTERCEPTION_ID_HEADER", "KEEPALIVE_COMMENT", "intercept"]
@@ -215,6 +215,9 @@ async def _exchange(
                 return
 
     async def client_send(message: Message) -> None:
+        if message["type"] == "http.response.body" and not message.get("more_body", False):
+            # From here on the server reports "disconnect" to the watcher.
+            outcome.response_done = True
         try:
             await send(message)
         except OSError:  # servers other than uvicorn raise once the client left
@@ -316,7 +319,6 @@ async def _relay_body(
     outcome.response_started = True
     outcome.http_status = status
     await send({"type": "http.response.start", "status": status, "headers": headers})
-    outcome.response_done = True
     await send({"type": "http.response.body", "body": body})
 
 
@@ -348,6 +350,25 @@ async def _relay_stream(
             except UpstreamStreamError as exc:
                 await tx.send(exc)
 
+    def observe(events: list[SSEEvent]) -> bytes:
+        """Show each event to the observer; return the bytes the client gets."""
+        nonlocal observing
+        out: list[bytes] = []
+        for event in events:
+            keep = True
+            if observing:
+                try:
+                    keep = api.on_event(event)
+                except Exception:
+                    logger.exception("stream observer failed; relaying without it")
+                    observing = False
+                    api.error = "the bridge could not follow this stream"
+            if keep:
+                out.append(event.raw)
+        for record in api.drain():
+            rt.records.put(record)
+        return out[0] if len(out) == 1 else b"".join(out)
+
     broke: UpstreamStreamError | None = None
     gone = False
     async with anyio.create_task_group() as tg, rx:
@@ -372,25 +393,10 @@ async def _relay_stream(
                     broke = item
                     break
                 events = scanner.feed(item)
-                if not events:
-                    continue
-                out: list[bytes] = []
-                for event in events:
-                    keep = True
-                    if observing:
-                        try:
-                            keep = api.on_event(event)
-                        except Exception:
-                            logger.exception("stream observer failed; relaying without it")
-                            observing = False
-                            api.error = "the bridge could not follow this stream"
-                    if keep:
-                        out.append(event.raw)
-                for record in api.drain():
-                    rt.records.put(record)
-                if out:
-                    body = out[0] if len(out) == 1 else b"".join(out)
-                    await send({"type": "http.response.body", "body": body, "more_body": True})
+                if events:
+                    body = observe(events)
+                    if body:
+                        await send({"type": "http.response.body", "body": body, "more_body": True})
         except ClientGone:
             gone = True  # re-raised below, outside the task group (which would wrap it)
         finally:
@@ -398,7 +404,9 @@ async def _relay_stream(
     if gone:
         raise ClientGone()
 
-    rest = scanner.take_pending()
+    last_events, rest = scanner.finish()
+    if last_events:
+        rest = observe(last_events) + rest
     if broke is not None:
         # Give the client what arrived, then cut its connection as the
         # upstream cut ours, so that it sees the answer is incomplete.
@@ -414,5 +422,4 @@ async def _relay_stream(
         outcome.error = "upstream stream ended before its final event"
     else:
         outcome.status = "completed"
-    outcome.response_done = True
     await send({"type": "http.response.body", "body": rest, "more_body": False})

@@ -32,37 +32,50 @@ class SSEEvent:
 
 
 class SSEScanner:
-    """Incremental SSE parser: :meth:`feed` bytes, get complete events."""
+    """Incremental SSE parser: :meth:`feed` bytes, get complete events.
 
-    __slots__ = ("_buf", "_data", "_event", "_pending_cr", "_pos")
+    A CR that ends a read could be the first half of a CRLF, so the line it
+    ends is held until the next byte arrives (or :meth:`finish` is called).
+    """
+
+    __slots__ = ("_buf", "_data", "_event", "_pos")
 
     def __init__(self) -> None:
         self._buf = bytearray()
         self._pos = 0  # start of the next unscanned line in _buf
-        self._pending_cr = False  # last line ended in CR at the end of a read
         self._event: str | None = None
         self._data: list[str] | None = None
 
     def feed(self, chunk: bytes) -> list[SSEEvent]:
         """Take the next bytes of the stream; return the events they complete."""
+        self._buf += chunk
+        return self._scan(final=False)
+
+    def finish(self) -> tuple[list[SSEEvent], bytes]:
+        """The stream ended: return the events still completed by a trailing
+        CR, and the bytes of the incomplete event that remain."""
+        events = self._scan(final=True)
+        rest = bytes(self._buf)
+        self._buf.clear()
+        self._pos = 0
+        self._event = None
+        self._data = None
+        return events, rest
+
+    def _scan(self, final: bool) -> list[SSEEvent]:
         buf = self._buf
-        buf += chunk
         events: list[SSEEvent] = []
         pos = self._pos
         start = 0
         size = len(buf)
         while pos < size:
-            if self._pending_cr:
-                self._pending_cr = False
-                if buf[pos] == 0x0A:  # the LF of a CRLF split across reads
-                    pos += 1
-                    continue
             m = _LINE_END.search(buf, pos)
             if m is None:
                 break
-            line_start, pos = pos, m.end()
-            if pos == size and buf[pos - 1] == 0x0D:
-                self._pending_cr = True
+            end = m.end()
+            if end == size and not final and buf[end - 1] == 0x0D:
+                break  # maybe half of a CRLF: wait for the next byte
+            line_start, pos = pos, end
             if m.start() == line_start:
                 events.append(SSEEvent(bytes(buf[start:pos]), self._event, self._joined()))
                 self._event = None
@@ -99,12 +112,3 @@ class SSEScanner:
     def pending(self) -> bytes:
         """The bytes of the incomplete event at the end of what was fed."""
         return bytes(self._buf)
-
-    def take_pending(self) -> bytes:
-        """Return and forget the bytes of the incomplete event (stream end)."""
-        rest = bytes(self._buf)
-        self._buf.clear()
-        self._pos = 0
-        self._event = None
-        self._data = None
-        return rest

@@ -68,6 +68,9 @@ class Upstream(Protocol):
         ...
 
 
+_HTTPX_DEFAULTS = (b"user-agent", b"accept", b"connection")
+
+
 class _HttpxResponse:
     __slots__ = ("_response", "headers", "status")
 
@@ -125,8 +128,6 @@ class HttpxUpstream:
                 follow_redirects=False,
                 trust_env=False,
             )
-            # No default User-Agent/Accept of httpx's own: the client's pass as sent.
-            self._client.headers = httpx.Headers()
         return self._client
 
     async def send(
@@ -134,6 +135,13 @@ class HttpxUpstream:
     ) -> UpstreamResponse:
         client = self._get_client()
         request = client.build_request(method, url, headers=list(headers), content=body)
+        if self._owned:
+            # httpx adds its own User-Agent/Accept defaults; the client's
+            # headers are meant to pass as sent, so drop those it did not send.
+            sent = {name for name, _ in headers}
+            for name in _HTTPX_DEFAULTS:
+                if name not in sent and name.decode() in request.headers:
+                    del request.headers[name.decode()]
         try:
             response = await client.send(request, stream=True, follow_redirects=False)
         except httpx.TimeoutException as exc:

@@ -63,7 +63,7 @@ class Running:
 
 @pytest.fixture
 def start_bridge(upstream: ServerThread) -> Iterator[Callable[..., Running]]:
-    servers: list[ServerThread] = []
+    servers: list[tuple[ServerThread, Bridge]] = []
 
     def start(
         *,
@@ -81,11 +81,12 @@ def start_bridge(upstream: ServerThread) -> Iterator[Callable[..., Running]]:
         bridge = create_bridge(recorder=recorder, **options)
         app = mount(bridge) if mount is not None else bridge
         server = ServerThread(app).start()
-        servers.append(server)
+        servers.append((server, bridge))
         return Running(bridge, server, recorder, prefix)
 
     yield start
-    for server in servers:
+    for server, bridge in servers:
+        server.call(bridge.aclose())
         server.stop()
 
 

@@ -443,21 +443,23 @@ def response_events(
         kind = item["type"]
         if kind == "reasoning":
             emit("response.output_item.added", output_index=index, item={**item, "summary": []})
-            for piece in _pieces(item["summary"][0]["text"], pieces):
-                emit(
-                    "response.reasoning_summary_text.delta",
-                    item_id=item["id"],
-                    output_index=index,
-                    summary_index=0,
-                    delta=piece,
-                )
+            summary = item["summary"][0]
+            where = {"item_id": item["id"], "output_index": index, "summary_index": 0}
+            emit("response.reasoning_summary_part.added", **where, part={**summary, "text": ""})
+            for piece in _pieces(summary["text"], pieces):
+                emit("response.reasoning_summary_text.delta", **where, delta=piece)
+            emit("response.reasoning_summary_text.done", **where, text=summary["text"])
+            emit("response.reasoning_summary_part.done", **where, part=summary)
         elif kind == "message":
             emit(
                 "response.output_item.added",
                 output_index=index,
                 item={**item, "content": [], "status": "in_progress"},
             )
-            part_text = item["content"][0]["text"]
+            part = item["content"][0]
+            part_text = part["text"]
+            where = {"item_id": item["id"], "output_index": index, "content_index": 0}
+            emit("response.content_part.added", **where, part={**part, "text": ""})
             for piece in _pieces(part_text, pieces):
                 emit(
                     "response.output_text.delta",
@@ -466,13 +468,8 @@ def response_events(
                     content_index=0,
                     delta=piece,
                 )
-            emit(
-                "response.output_text.done",
-                item_id=item["id"],
-                output_index=index,
-                content_index=0,
-                text=part_text,
-            )
+            emit("response.output_text.done", **where, text=part_text)
+            emit("response.content_part.done", **where, part=part)
         else:
             emit(
                 "response.output_item.added",
