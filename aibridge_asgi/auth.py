@@ -97,8 +97,13 @@ def request_headers_for_upstream(
     return out
 
 
+#: Response headers the bridge's own server sets (or frames) itself.
+_SERVER_SET = frozenset({b"content-length", b"date", b"server"})
+
+
 def response_headers_for_client(headers: Headers) -> list[tuple[bytes, bytes]]:
-    """Upstream response headers minus hop-by-hop ones and ``Content-Length``
-    (the bridge frames the body itself)."""
-    drop = HOP_BY_HOP | {b"content-length"} | _connection_tokens(headers)
+    """Upstream response headers minus hop-by-hop ones, ``Content-Length``
+    (the bridge frames the body itself) and ``Date``/``Server`` (the host's
+    server sends its own; two of each confuse strict clients)."""
+    drop = HOP_BY_HOP | _SERVER_SET | _connection_tokens(headers)
     return [(n, v) for n, v in headers if n not in drop]

@@ -73,9 +73,7 @@ def start_bridge(upstream: ServerThread) -> Iterator[Callable[..., Running]]:
         **options: Any,
     ) -> Running:
         options.setdefault("provider_keys", {"anthropic": ANTHROPIC_KEY, "openai": OPENAI_KEY})
-        options.setdefault(
-            "base_urls", {"anthropic": upstream.url, "openai": upstream.url + "/v1"}
-        )
+        options.setdefault("base_urls", {"anthropic": upstream.url, "openai": upstream.url + "/v1"})
         options.setdefault("resolve_token", resolve)
         recorder = recorder if recorder is not None else InMemoryRecorder()
         bridge = create_bridge(recorder=recorder, **options)

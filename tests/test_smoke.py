@@ -12,8 +12,12 @@ def test_messages_round_trip(running: Running, client: httpx.Client, fake: FakeU
     r = client.post(
         running.url + "/anthropic/v1/messages",
         headers={"x-api-key": HOST_TOKEN, "anthropic-version": "2023-06-01"},
-        json={"model": "claude-sonnet-4-5", "max_tokens": 10, "stream": True,
-              "messages": [{"role": "user", "content": "hi"}]},
+        json={
+            "model": "claude-sonnet-4-5",
+            "max_tokens": 10,
+            "stream": True,
+            "messages": [{"role": "user", "content": "hi"}],
+        },
     )
     assert r.status_code == 200, r.text
     assert "Hello from the fake upstream" in r.text or "Hello" in r.text
