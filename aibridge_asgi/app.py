@@ -29,7 +29,7 @@ from .interception import intercept
 from .passthrough import passthrough
 from .records import Actor, Recorder, RecordQueue
 from .routing import match_route, route_path
-from .upstream import HttpxUpstream, Upstream
+from .upstream import AiohttpUpstream, HttpxUpstream, Upstream
 
 __all__ = ["Bridge", "TokenResolver", "create_bridge"]
 
@@ -300,7 +300,10 @@ def create_bridge(
     if not configured:
         logger.warning("aibridge: no provider has a key; every route will answer 404")
     if upstream is None:
-        upstream = HttpxUpstream(timeouts or Timeouts(), http_client, transport)
+        if http_client is not None or transport is not None:
+            upstream = HttpxUpstream(timeouts or Timeouts(), http_client, transport)
+        else:
+            upstream = AiohttpUpstream(timeouts or Timeouts())
     extra_token_headers = tuple(h.lower().encode() for h in token_headers)
     strip = frozenset(h.lower().encode() for h in strip_headers) | frozenset(extra_token_headers)
     runtime = Runtime(
