@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from .app import Bridge, TokenResolver, create_bridge
 from .config import ProviderConfig, Timeouts
+from .hooks import BridgeHooks, Timings
 from .records import (
     Actor,
     InterceptionEnded,
@@ -26,6 +27,7 @@ __version__ = "0.1.0"
 __all__ = [
     "Actor",
     "Bridge",
+    "BridgeHooks",
     "InterceptionEnded",
     "InterceptionStarted",
     "ModelThought",
@@ -34,6 +36,7 @@ __all__ = [
     "Record",
     "Recorder",
     "Timeouts",
+    "Timings",
     "TokenResolver",
     "TokenUsage",
     "ToolUsage",

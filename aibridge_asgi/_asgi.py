@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from starlette.types import Receive, Send
 
 from .errors import BridgeError, error_body
+from .hooks import BridgeHooks
 from .records import RecordQueue
 from .upstream import Upstream
 
@@ -27,6 +28,7 @@ class Runtime:
     max_body_size: int
     keepalive_interval: float | None
     strip_headers: frozenset[bytes]
+    hooks: tuple[BridgeHooks, ...] = ()
 
 
 def content_length(headers: Sequence[tuple[bytes, bytes]]) -> int | None:

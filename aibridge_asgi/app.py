@@ -25,9 +25,11 @@ from ._asgi import ClientGone, Runtime, send_error
 from .auth import HOST_CREDENTIALS, extract_token
 from .config import DEFAULT_MAX_BODY_SIZE, ProviderConfig, Timeouts
 from .errors import BridgeError, error_body
+from .hooks import BridgeHooks
+from .hooks import call as call_hooks
 from .interception import intercept
 from .passthrough import passthrough
-from .records import Actor, Recorder, RecordQueue
+from .records import Actor, Record, Recorder, RecordQueue
 from .routing import match_route, route_path
 from .upstream import AiohttpUpstream, HttpxUpstream, Upstream
 
@@ -273,6 +275,7 @@ def create_bridge(
     strip_headers: Sequence[str] = (),
     max_body_size: int = DEFAULT_MAX_BODY_SIZE,
     keepalive_interval: float | None = 15.0,
+    hooks: Sequence[BridgeHooks] = (),
 ) -> Bridge:
     """Build the bridge's ASGI app.
 
@@ -295,6 +298,8 @@ def create_bridge(
     :param max_body_size: request bodies above this many bytes get 413.
     :param keepalive_interval: seconds of upstream silence after which a
         started stream gets an SSE comment line; ``None`` turns it off.
+    :param hooks: :class:`~aibridge_asgi.hooks.BridgeHooks` called as
+        interceptions progress (metrics, traces; see docs/observability.md).
     """
     configured = _providers(provider_keys, base_urls, providers)
     if not configured:
@@ -306,9 +311,15 @@ def create_bridge(
             upstream = AiohttpUpstream(timeouts or Timeouts())
     extra_token_headers = tuple(h.lower().encode() for h in token_headers)
     strip = frozenset(h.lower().encode() for h in strip_headers) | frozenset(extra_token_headers)
+    hook_list = tuple(hooks)
+
+    def on_recorded(record: Record, seconds: float, error: BaseException | None) -> None:
+        call_hooks(hook_list, "recorded", record, seconds, error)
+
     runtime = Runtime(
         upstream=upstream,
-        records=RecordQueue(recorder),
+        records=RecordQueue(recorder, on_recorded if hook_list else None),
+        hooks=hook_list,
         max_body_size=max_body_size,
         keepalive_interval=keepalive_interval,
         strip_headers=strip | HOST_CREDENTIALS,

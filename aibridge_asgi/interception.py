@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -29,7 +30,17 @@ from .apis import ApiInterception, interception_for
 from .auth import request_headers_for_upstream, response_headers_for_client
 from .clients import detect_client
 from .errors import BridgeError
-from .records import Actor, EndStatus, InterceptionEnded, InterceptionStarted, utcnow
+from .hooks import Timings
+from .hooks import call as call_hooks
+from .records import (
+    Actor,
+    EndStatus,
+    InterceptionEnded,
+    InterceptionStarted,
+    Record,
+    TokenUsage,
+    utcnow,
+)
 from .routing import RESPONSES, Route
 from .sse import SSEEvent, SSEScanner
 from .upstream import UpstreamResponse, UpstreamStreamError, UpstreamTimeout, UpstreamUnreachable
@@ -37,6 +48,8 @@ from .upstream import UpstreamResponse, UpstreamStreamError, UpstreamTimeout, Up
 __all__ = ["INTERCEPTION_ID_HEADER", "KEEPALIVE_COMMENT", "intercept"]
 
 logger = logging.getLogger("aibridge_asgi")
+#: One INFO record per interception end, its fields under ``record.aibridge``.
+end_log = logging.getLogger("aibridge_asgi.interceptions")
 
 INTERCEPTION_ID_HEADER = b"x-aibridge-interception-id"
 #: Sent while a started stream is silent; an SSE comment, never an event.
@@ -45,12 +58,41 @@ KEEPALIVE_COMMENT = b": keepalive\n\n"
 
 @dataclass
 class _Outcome:
+    """What happened so far; ends up in InterceptionEnded, hooks and the log."""
+
+    rt: Runtime
     status: EndStatus = "failed"
     http_status: int | None = None
     error: str | None = None
     response_started: bool = False
     response_done: bool = False
     client_gone: bool = False
+    began: float = 0.0
+    upstream_began: float | None = None
+    upstream_ended: float | None = None
+    first_byte: float | None = None
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cache_read_tokens: int = 0
+    cache_write_tokens: int = 0
+
+    def emit(self, record: Record) -> None:
+        """Hand a usage record to the recorder queue and the hooks."""
+        if isinstance(record, TokenUsage):
+            self.input_tokens += record.input_tokens
+            self.output_tokens += record.output_tokens
+            self.cache_read_tokens += record.cache_read_input_tokens
+            self.cache_write_tokens += record.cache_write_input_tokens
+        self.rt.records.put(record)
+        if self.rt.hooks:
+            call_hooks(self.rt.hooks, "produced", record)
+
+    def timings(self, now: float) -> Timings:
+        upstream = 0.0
+        if self.upstream_began is not None:
+            upstream = (self.upstream_ended or now) - self.upstream_began
+        first = None if self.first_byte is None else self.first_byte - self.began
+        return Timings(total=now - self.began, upstream=upstream, first_byte=first)
 
 
 def _parse_request(raw: bytes) -> dict[str, Any]:
@@ -111,6 +153,7 @@ async def intercept(
 ) -> None:
     """Handle one authenticated request to a bridged route."""
     assert route.api is not None
+    outcome = _Outcome(rt, began=time.perf_counter())
     provider = route.provider
     interception_id = str(uuid.uuid4())
     id_header = (INTERCEPTION_ID_HEADER, interception_id.encode())
@@ -132,23 +175,23 @@ async def intercept(
 
     client, session_id = detect_client(headers, body)
     model = body.get("model") if body is not None else None
-    rt.records.put(
-        InterceptionStarted(
-            interception_id=interception_id,
-            actor=actor,
-            provider=provider.kind,
-            provider_name=provider.name,
-            model=model if isinstance(model, str) else "",
-            route=route.api,
-            streaming=bool(body and body.get("stream") is True),
-            client=client,
-            client_session_id=session_id,
-            user_agent=headers.get("user-agent"),
-            started_at=utcnow(),
-            metadata=actor.metadata,
-        )
+    started = InterceptionStarted(
+        interception_id=interception_id,
+        actor=actor,
+        provider=provider.kind,
+        provider_name=provider.name,
+        model=model if isinstance(model, str) else "",
+        route=route.api,
+        streaming=bool(body and body.get("stream") is True),
+        client=client,
+        client_session_id=session_id,
+        user_agent=headers.get("user-agent"),
+        started_at=utcnow(),
+        metadata=actor.metadata,
     )
-    outcome = _Outcome()
+    rt.records.put(started)
+    if rt.hooks:
+        call_hooks(rt.hooks, "interception_started", started, raw_headers)
     try:
         if gone:
             outcome.status, outcome.error = "cancelled", "client disconnected while sending"
@@ -174,15 +217,55 @@ async def intercept(
             except Exception:
                 logger.debug("could not report the error to the client", exc_info=True)
     finally:
-        rt.records.put(
-            InterceptionEnded(
-                interception_id=interception_id,
-                ended_at=utcnow(),
-                status=outcome.status,
-                http_status=outcome.http_status,
-                error=outcome.error,
-            )
+        ended = InterceptionEnded(
+            interception_id=interception_id,
+            ended_at=utcnow(),
+            status=outcome.status,
+            http_status=outcome.http_status,
+            error=outcome.error,
         )
+        rt.records.put(ended)
+        timings = outcome.timings(time.perf_counter())
+        if rt.hooks:
+            call_hooks(rt.hooks, "interception_ended", started, ended, timings)
+        if end_log.isEnabledFor(logging.INFO):
+            _log_end(started, ended, timings, outcome)
+
+
+def _log_end(
+    started: InterceptionStarted, ended: InterceptionEnded, timings: Timings, outcome: _Outcome
+) -> None:
+    """One structured log record per interception (fields under ``aibridge``)."""
+    fields = {
+        "interception_id": started.interception_id,
+        "actor_id": started.actor.id,
+        "provider": started.provider,
+        "provider_name": started.provider_name,
+        "model": started.model,
+        "route": started.route,
+        "client": started.client,
+        "streaming": started.streaming,
+        "status": ended.status,
+        "http_status": ended.http_status,
+        "duration_ms": round(timings.total * 1000, 3),
+        "time_to_first_byte_ms": (
+            None if timings.first_byte is None else round(timings.first_byte * 1000, 3)
+        ),
+        "input_tokens": outcome.input_tokens,
+        "output_tokens": outcome.output_tokens,
+        "cache_read_input_tokens": outcome.cache_read_tokens,
+        "cache_write_input_tokens": outcome.cache_write_tokens,
+        "error": ended.error,
+    }
+    end_log.info(
+        "interception %s %s %s/%s %s",
+        started.interception_id,
+        ended.status,
+        started.provider_name,
+        started.model,
+        ended.http_status,
+        extra={"aibridge": fields},
+    )
 
 
 async def _exchange(
@@ -204,6 +287,11 @@ async def _exchange(
         rt.strip_headers,
         provider.upstream_headers,
     )
+    for hook in rt.hooks:
+        try:
+            headers.extend(hook.upstream_headers(api.interception_id))
+        except Exception:
+            logger.exception("hook %s.upstream_headers failed", type(hook).__name__)
 
     async def watch_disconnect(cancel: anyio.CancelScope) -> None:
         while True:
@@ -215,9 +303,12 @@ async def _exchange(
                 return
 
     async def client_send(message: Message) -> None:
-        if message["type"] == "http.response.body" and not message.get("more_body", False):
-            # From here on the server reports "disconnect" to the watcher.
-            outcome.response_done = True
+        if message["type"] == "http.response.body":
+            if outcome.first_byte is None and message.get("body"):
+                outcome.first_byte = time.perf_counter()
+            if not message.get("more_body", False):
+                # From here on the server reports "disconnect" to the watcher.
+                outcome.response_done = True
         try:
             await send(message)
         except OSError:  # servers other than uvicorn raise once the client left
@@ -239,7 +330,7 @@ async def _exchange(
         except Exception:
             logger.exception("observer failed to finish")
         for record in api.drain():
-            rt.records.put(record)
+            outcome.emit(record)
     if outcome.client_gone:
         outcome.status, outcome.error = "cancelled", "client disconnected"
 
@@ -256,10 +347,15 @@ async def _call(
     outcome: _Outcome,
 ) -> None:
     kind = route.provider.kind
+    body = api.upstream_body(raw)
+    outcome.upstream_began = began = time.perf_counter()
     try:
-        response = await rt.upstream.send("POST", url, headers, api.upstream_body(raw))
+        response = await rt.upstream.send("POST", url, headers, body)
     except UpstreamTimeout as exc:
+        outcome.upstream_ended = time.perf_counter()
         outcome.http_status, outcome.error = 504, str(exc)
+        if rt.hooks:
+            call_hooks(rt.hooks, "upstream_failed", api.interception_id, 504, str(exc))
         await send_error(
             send,
             kind,
@@ -268,23 +364,32 @@ async def _call(
         )
         return
     except UpstreamUnreachable as exc:
+        outcome.upstream_ended = time.perf_counter()
         outcome.http_status, outcome.error = 502, str(exc)
+        if rt.hooks:
+            call_hooks(rt.hooks, "upstream_failed", api.interception_id, 502, str(exc))
         await send_error(
             send, kind, BridgeError(502, "the upstream provider could not be reached"), (id_header,)
         )
         return
+    if rt.hooks:
+        seconds = time.perf_counter() - began
+        call_hooks(rt.hooks, "upstream_responded", api.interception_id, response.status, seconds)
     try:
         content_type = next((v for k, v in response.headers if k == b"content-type"), b"")
         if content_type.startswith(b"text/event-stream"):
             await _relay_stream(rt, send, api, response, id_header, outcome)
         else:
-            await _relay_body(send, kind, api, response, id_header, outcome)
+            await _relay_body(rt, send, kind, api, response, id_header, outcome)
     finally:
+        if outcome.upstream_ended is None:
+            outcome.upstream_ended = time.perf_counter()
         with anyio.CancelScope(shield=True):
             await response.aclose()
 
 
 async def _relay_body(
+    rt: Runtime,
     send: Send,
     kind: str,
     api: ApiInterception,
@@ -298,10 +403,14 @@ async def _relay_body(
         async for chunk in response.iter_raw():
             chunks.append(chunk)
     except UpstreamStreamError as exc:
+        outcome.upstream_ended = time.perf_counter()
         outcome.http_status, outcome.error = 502, str(exc)
+        if rt.hooks:
+            call_hooks(rt.hooks, "upstream_failed", api.interception_id, 502, str(exc))
         error = BridgeError(502, "the upstream provider's answer broke off")
         await send_error(send, kind, error, (id_header,))
         return
+    outcome.upstream_ended = time.perf_counter()
     body = b"".join(chunks)
     status = response.status
     if status < 400:
@@ -349,6 +458,8 @@ async def _relay_stream(
                     await tx.send(chunk)
             except UpstreamStreamError as exc:
                 await tx.send(exc)
+            finally:
+                outcome.upstream_ended = time.perf_counter()
 
     def observe(events: list[SSEEvent]) -> bytes:
         """Show each event to the observer; return the bytes the client gets."""
@@ -366,7 +477,7 @@ async def _relay_stream(
             if keep:
                 out.append(event.raw)
         for record in api.drain():
-            rt.records.put(record)
+            outcome.emit(record)
         return out[0] if len(out) == 1 else b"".join(out)
 
     broke: UpstreamStreamError | None = None
@@ -411,6 +522,8 @@ async def _relay_stream(
         # Give the client what arrived, then cut its connection as the
         # upstream cut ours, so that it sees the answer is incomplete.
         outcome.error = str(broke)
+        if rt.hooks:
+            call_hooks(rt.hooks, "upstream_failed", api.interception_id, 502, str(broke))
         if rest:
             await send({"type": "http.response.body", "body": rest, "more_body": True})
         return

@@ -6,12 +6,15 @@ streams back unchanged.
 
 from __future__ import annotations
 
+import time
+
 import anyio
 from starlette.types import Receive, Scope, Send
 
 from ._asgi import Runtime, content_length, read_body, send_error, upstream_url
 from .auth import request_headers_for_upstream, response_headers_for_client
 from .errors import BridgeError
+from .hooks import call as call_hooks
 from .routing import Route
 from .upstream import UpstreamStreamError, UpstreamTimeout, UpstreamUnreachable
 
@@ -26,6 +29,22 @@ async def passthrough(
     Raises :class:`~aibridge_asgi._asgi.ClientGone` if the client leaves
     while sending its body.
     """
+    began = time.perf_counter()
+    status: int | None = None
+    try:
+        status = await _forward(rt, scope, receive, send, route)
+    finally:
+        if rt.hooks:
+            seconds = time.perf_counter() - began
+            call_hooks(
+                rt.hooks, "passthrough_done", route.provider, scope["method"], status, seconds
+            )
+
+
+async def _forward(
+    rt: Runtime, scope: Scope, receive: Receive, send: Send, route: Route
+) -> int | None:
+    """Forward the request; return the status sent to the client."""
     provider = route.provider
     kind = provider.kind
     raw_headers = scope["headers"]
@@ -33,7 +52,7 @@ async def passthrough(
         body = await read_body(receive, rt.max_body_size, content_length(raw_headers))
     except BridgeError as exc:
         await send_error(send, kind, exc)
-        return
+        return exc.status
     url = upstream_url(provider.resolved_base_url, route.upstream_path, scope["query_string"])
     headers = request_headers_for_upstream(
         raw_headers,
@@ -46,10 +65,10 @@ async def passthrough(
         await send_error(
             send, kind, BridgeError(504, "the upstream provider did not answer in time")
         )
-        return
+        return 504
     except UpstreamUnreachable:
         await send_error(send, kind, BridgeError(502, "the upstream provider could not be reached"))
-        return
+        return 502
     try:
         started = False
         try:
@@ -62,10 +81,12 @@ async def passthrough(
             if not started:
                 error = BridgeError(502, "the upstream provider's answer broke off")
                 await send_error(send, kind, error)
-            return  # started: leave the response cut, as upstream cut it
+                return 502
+            return response.status  # started: leave the response cut, as upstream cut it
         if not started:
             await _start(send, response.status, response.headers)
         await send({"type": "http.response.body", "body": b"", "more_body": False})
+        return response.status
     finally:
         with anyio.CancelScope(shield=True):
             await response.aclose()

@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal, Protocol, TypeAlias, runtime_checkable
@@ -171,8 +172,13 @@ class RecordQueue:
     mounted apps), and again on a new loop if the old one went away.
     """
 
-    def __init__(self, recorder: Recorder | None) -> None:
+    def __init__(
+        self,
+        recorder: Recorder | None,
+        on_recorded: Callable[[Record, float, BaseException | None], None] | None = None,
+    ) -> None:
         self._recorder = recorder
+        self._on_recorded = on_recorded
         self._pending: deque[Record] = deque()
         self._wakeup = asyncio.Event()
         self._idle = asyncio.Event()
@@ -203,16 +209,24 @@ class RecordQueue:
         while True:
             while self._pending:
                 record = self._pending.popleft()
+                began = time.perf_counter()
+                error: BaseException | None = None
                 try:
                     await recorder.record(record)
                 except asyncio.CancelledError:
                     raise
-                except Exception:
+                except Exception as exc:
+                    error = exc
                     logger.exception(
                         "recorder failed on %s for interception %s",
                         type(record).__name__,
                         getattr(record, "interception_id", "?"),
                     )
+                if self._on_recorded is not None:
+                    try:
+                        self._on_recorded(record, time.perf_counter() - began, error)
+                    except Exception:
+                        logger.exception("on_recorded callback failed")
             self._idle.set()
             if self._closed:
                 return

@@ -1,0 +1,91 @@
+"""Hooks: how metrics, traces and logs see an interception as it happens.
+
+A hook is an object with any of the methods of :class:`BridgeHooks` (subclass
+it and override what you need). The bridge calls them on the request path,
+so they must be cheap and must not block; an exception in a hook is logged
+and otherwise ignored. Optional integrations build on this:
+:mod:`aibridge_asgi.metrics` (Prometheus) and :mod:`aibridge_asgi.otel`
+(OpenTelemetry).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from .config import ProviderConfig
+from .records import InterceptionEnded, InterceptionStarted, Record
+
+__all__ = ["BridgeHooks", "Timings"]
+
+logger = logging.getLogger("aibridge_asgi.hooks")
+
+
+@dataclass(frozen=True, slots=True)
+class Timings:
+    """Where an interception's time went, in seconds.
+
+    ``total`` runs from the request reaching the bridge to the end of the
+    response; ``upstream`` from sending upstream to the last upstream byte;
+    ``overhead`` is the rest (the bridge's own cost, plus time the client
+    took to read). ``first_byte`` is the time until the client got the first
+    body byte, ``None`` if it never did.
+    """
+
+    total: float
+    upstream: float
+    first_byte: float | None
+
+    @property
+    def overhead(self) -> float:
+        """Time not spent waiting for the upstream."""
+        return max(self.total - self.upstream, 0.0)
+
+
+class BridgeHooks:
+    """No-op base class of bridge hooks. Override the methods you need."""
+
+    def interception_started(
+        self, started: InterceptionStarted, request_headers: Sequence[tuple[bytes, bytes]]
+    ) -> None:
+        """An interception began (the same record the recorder gets).
+        ``request_headers`` are the client's, lower-case names."""
+
+    def upstream_headers(self, interception_id: str) -> Sequence[tuple[bytes, bytes]]:
+        """Extra headers for the upstream request (e.g. ``traceparent``)."""
+        return ()
+
+    def upstream_responded(self, interception_id: str, status: int, seconds: float) -> None:
+        """The upstream's status line arrived ``seconds`` after it was called."""
+
+    def upstream_failed(self, interception_id: str, status: int, reason: str) -> None:
+        """No usable upstream answer: the bridge answered ``status`` itself
+        (502 unreachable, 504 timeout) or the stream broke (status 502)."""
+
+    def produced(self, record: Record) -> None:
+        """A usage record was produced (TokenUsage, PromptUsage, ToolUsage,
+        ModelThought); it is on its way to the recorder."""
+
+    def interception_ended(
+        self, started: InterceptionStarted, ended: InterceptionEnded, timings: Timings
+    ) -> None:
+        """The interception is over."""
+
+    def recorded(self, record: Record, seconds: float, error: BaseException | None) -> None:
+        """The recorder took ``seconds`` to handle ``record`` (``error`` if it raised).
+        Called from the recorder worker, off the request path."""
+
+    def passthrough_done(
+        self, provider: ProviderConfig, method: str, status: int | None, seconds: float
+    ) -> None:
+        """A passthrough call finished (``status`` None if no response started)."""
+
+
+def call(hooks: Sequence[BridgeHooks], name: str, *args: object) -> None:
+    """Call method ``name`` on every hook, logging (not raising) failures."""
+    for hook in hooks:
+        try:
+            getattr(hook, name)(*args)
+        except Exception:
+            logger.exception("hook %s.%s failed", type(hook).__name__, name)
