@@ -282,16 +282,13 @@ async def _exchange(
     """Call upstream and relay the answer while watching for a disconnect."""
     provider = route.provider
     url = upstream_url(provider.resolved_base_url, route.upstream_path, scope["query_string"])
-    headers = request_headers_for_upstream(
-        scope["headers"],
-        rt.strip_headers,
-        provider.upstream_headers,
-    )
-    for hook in rt.hooks:
+    added = provider.upstream_headers
+    for hook in rt.hooks:  # e.g. traceparent, replacing the client's own
         try:
-            headers.extend(hook.upstream_headers(api.interception_id))
+            added = (*added, *hook.upstream_headers(api.interception_id))
         except Exception:
             logger.exception("hook %s.upstream_headers failed", type(hook).__name__)
+    headers = request_headers_for_upstream(scope["headers"], rt.strip_headers, added)
 
     async def watch_disconnect(cancel: anyio.CancelScope) -> None:
         while True:

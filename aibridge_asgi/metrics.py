@@ -1,0 +1,235 @@
+"""Prometheus metrics for the bridge (``pip install aibridge_asgi[prometheus]``).
+
+>>> from prometheus_client import CollectorRegistry     # doctest: +SKIP
+>>> metrics = PrometheusHooks(CollectorRegistry())      # doctest: +SKIP
+>>> bridge = create_bridge(..., hooks=[metrics])        # doctest: +SKIP
+
+Every metric name starts with ``prefix`` (default ``aibridge_``). Label
+values that come from clients (model, client and tool names) are bounded:
+past ``max_label_values`` distinct values per label, new ones are counted as
+``other``. Per-user labels are off unless ``per_user=True``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from .config import ProviderConfig
+from .hooks import BridgeHooks, Timings
+from .records import (
+    InterceptionEnded,
+    InterceptionStarted,
+    PromptUsage,
+    Record,
+    TokenUsage,
+    ToolUsage,
+)
+
+__all__ = ["PrometheusHooks"]
+
+_LATENCY = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
+_OVERHEAD = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1)
+
+
+class _Bounded:
+    """Keeps at most ``limit`` distinct values; the rest become ``other``."""
+
+    __slots__ = ("_limit", "_seen")
+
+    def __init__(self, limit: int) -> None:
+        self._limit = limit
+        self._seen: set[str] = set()
+
+    def __call__(self, value: str) -> str:
+        if value in self._seen:
+            return value
+        if len(self._seen) >= self._limit:
+            return "other"
+        self._seen.add(value)
+        return value
+
+
+@dataclass(slots=True)
+class _Live:
+    provider_name: str
+    route: str
+    model: str
+    client: str
+    actor: str
+
+
+class PrometheusHooks(BridgeHooks):
+    """Bridge hooks that keep Prometheus metrics on ``registry``."""
+
+    def __init__(
+        self,
+        registry: CollectorRegistry,
+        *,
+        prefix: str = "aibridge_",
+        max_label_values: int = 100,
+        per_user: bool = False,
+    ) -> None:
+        self._per_user = per_user
+        self._model = _Bounded(max_label_values)
+        self._client = _Bounded(max_label_values)
+        self._tool = _Bounded(max_label_values)
+        self._actor = _Bounded(max_label_values) if per_user else None
+        self._live: dict[str, _Live] = {}
+        user = ["actor"] if per_user else []
+        p = prefix
+
+        def counter(name: str, doc: str, labels: Sequence[str]) -> Counter:
+            return Counter(p + name, doc, labels, registry=registry)
+
+        def histogram(
+            name: str, doc: str, labels: Sequence[str], buckets: Sequence[float]
+        ) -> Histogram:
+            return Histogram(p + name, doc, labels, buckets=buckets, registry=registry)
+
+        self.interceptions = counter(
+            "interceptions_total",
+            "Interceptions by outcome.",
+            ["provider", "provider_name", "route", "model", "client", "status", *user],
+        )
+        self.in_flight = Gauge(
+            p + "interceptions_in_flight",
+            "Interceptions currently running.",
+            ["provider_name", "route"],
+            registry=registry,
+        )
+        self.duration = histogram(
+            "interception_duration_seconds",
+            "Time from request to end of response.",
+            ["provider_name", "route", "streaming"],
+            _LATENCY,
+        )
+        self.first_byte = histogram(
+            "time_to_first_byte_seconds",
+            "Time until the client got the first body byte.",
+            ["provider_name", "route", "streaming"],
+            _LATENCY,
+        )
+        self.overhead = histogram(
+            "overhead_seconds",
+            "Time per interception not spent waiting for the upstream.",
+            ["provider_name", "route"],
+            _OVERHEAD,
+        )
+        self.tokens = counter(
+            "tokens_total",
+            "Tokens by type (input excludes cache; extras by their own name).",
+            ["provider_name", "model", "type", *user],
+        )
+        self.prompts = counter(
+            "prompts_total", "User prompts seen.", ["provider_name", "model", "client"]
+        )
+        self.tool_calls = counter(
+            "tool_calls_total",
+            "Tool calls the models made.",
+            ["provider_name", "model", "tool", "injected"],
+        )
+        self.upstream_errors = counter(
+            "upstream_errors_total",
+            "Upstream error statuses, and failures answered by the bridge (502/504).",
+            ["provider_name", "route", "status"],
+        )
+        self.passthrough = counter(
+            "passthrough_requests_total",
+            "Passthrough calls.",
+            ["provider_name", "method", "status"],
+        )
+        self.recorder_duration = histogram(
+            "recorder_duration_seconds", "Time the recorder took per record.", ["record"], _OVERHEAD
+        )
+        self.recorder_errors = counter(
+            "recorder_errors_total", "Records the recorder failed on.", ["record"]
+        )
+
+    # -- hooks --------------------------------------------------------------
+
+    def interception_started(
+        self, started: InterceptionStarted, request_headers: Sequence[tuple[bytes, bytes]]
+    ) -> None:
+        actor = self._actor(started.actor.id) if self._actor is not None else ""
+        self._live[started.interception_id] = _Live(
+            started.provider_name,
+            started.route,
+            self._model(started.model),
+            self._client(started.client),
+            actor,
+        )
+        self.in_flight.labels(started.provider_name, started.route).inc()
+
+    def upstream_responded(self, interception_id: str, status: int, seconds: float) -> None:
+        live = self._live.get(interception_id)
+        if live is not None and status >= 400:
+            self.upstream_errors.labels(live.provider_name, live.route, str(status)).inc()
+
+    def upstream_failed(self, interception_id: str, status: int, reason: str) -> None:
+        live = self._live.get(interception_id)
+        if live is not None:
+            self.upstream_errors.labels(live.provider_name, live.route, str(status)).inc()
+
+    def produced(self, record: Record) -> None:
+        live = self._live.get(getattr(record, "interception_id", ""))
+        if live is None:
+            return
+        if isinstance(record, TokenUsage):
+            user = [live.actor] if self._per_user else []
+            for kind, value in (
+                ("input", record.input_tokens),
+                ("output", record.output_tokens),
+                ("cache_read", record.cache_read_input_tokens),
+                ("cache_write", record.cache_write_input_tokens),
+                *record.extra.items(),
+            ):
+                if value:
+                    self.tokens.labels(live.provider_name, live.model, kind, *user).inc(value)
+        elif isinstance(record, PromptUsage):
+            self.prompts.labels(live.provider_name, live.model, live.client).inc()
+        elif isinstance(record, ToolUsage):
+            self.tool_calls.labels(
+                live.provider_name,
+                live.model,
+                self._tool(record.tool),
+                str(record.injected).lower(),
+            ).inc()
+
+    def interception_ended(
+        self, started: InterceptionStarted, ended: InterceptionEnded, timings: Timings
+    ) -> None:
+        live = self._live.pop(started.interception_id, None)
+        if live is None:
+            return
+        streaming = str(started.streaming).lower()
+        user = [live.actor] if self._per_user else []
+        self.interceptions.labels(
+            started.provider,
+            live.provider_name,
+            live.route,
+            live.model,
+            live.client,
+            ended.status,
+            *user,
+        ).inc()
+        self.in_flight.labels(live.provider_name, live.route).dec()
+        self.duration.labels(live.provider_name, live.route, streaming).observe(timings.total)
+        if timings.first_byte is not None:
+            self.first_byte.labels(live.provider_name, live.route, streaming).observe(
+                timings.first_byte
+            )
+        self.overhead.labels(live.provider_name, live.route).observe(timings.overhead)
+
+    def recorded(self, record: Record, seconds: float, error: BaseException | None) -> None:
+        name = type(record).__name__
+        self.recorder_duration.labels(name).observe(seconds)
+        if error is not None:
+            self.recorder_errors.labels(name).inc()
+
+    def passthrough_done(
+        self, provider: ProviderConfig, method: str, status: int | None, seconds: float
+    ) -> None:
+        self.passthrough.labels(provider.name, method, str(status or 0)).inc()

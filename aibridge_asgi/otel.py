@@ -1,0 +1,165 @@
+"""OpenTelemetry traces for the bridge (``pip install aibridge_asgi[otel]``).
+
+The host configures the SDK and exporter; this module only uses
+``opentelemetry-api``:
+
+>>> bridge = create_bridge(..., hooks=[OpenTelemetryHooks()])   # doctest: +SKIP
+
+Each interception gets a span named ``{operation} {model}`` (``chat`` for
+Messages and Chat Completions, ``responses`` for Responses) with GenAI
+semantic-convention attributes, a child ``CLIENT`` span for the upstream call
+(whose W3C trace context goes upstream in ``traceparent``), and one child span
+per record handed to the recorder. Incoming ``traceparent``/``tracestate``
+headers make the interception span a child of the caller's trace.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from time import time_ns
+
+from opentelemetry import propagate, trace
+from opentelemetry.context import Context
+from opentelemetry.trace import Span, SpanKind, Status, StatusCode, Tracer
+
+from .hooks import BridgeHooks, Timings
+from .records import InterceptionEnded, InterceptionStarted, Record, TokenUsage
+from .routing import RESPONSES
+
+__all__ = ["OpenTelemetryHooks"]
+
+_KEEP_FINISHED = 10_000
+
+
+@dataclass
+class _Live:
+    span: Span
+    context: Context
+    upstream: Span | None = None
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cache_read: int = 0
+    response_ids: list[str] = field(default_factory=list)
+
+
+class OpenTelemetryHooks(BridgeHooks):
+    """Bridge hooks that emit spans through ``tracer`` (default: the global
+    tracer provider's ``aibridge_asgi`` tracer)."""
+
+    def __init__(self, tracer: Tracer | None = None) -> None:
+        self._tracer = tracer or trace.get_tracer("aibridge_asgi")
+        self._live: dict[str, _Live] = {}
+        # Span contexts kept until the interception's records are delivered
+        # (bounded: without a recorder they never are).
+        self._finished: OrderedDict[str, Context] = OrderedDict()
+
+    def interception_started(
+        self, started: InterceptionStarted, request_headers: Sequence[tuple[bytes, bytes]]
+    ) -> None:
+        carrier = {
+            k.decode("latin-1"): v.decode("latin-1")
+            for k, v in request_headers
+            if k in (b"traceparent", b"tracestate", b"baggage")
+        }
+        parent = propagate.extract(carrier) if carrier else None
+        operation = "responses" if started.route == RESPONSES else "chat"
+        span = self._tracer.start_span(
+            f"{operation} {started.model}".strip(),
+            context=parent,
+            kind=SpanKind.SERVER,
+            attributes={
+                "gen_ai.operation.name": operation,
+                "gen_ai.system": started.provider,
+                "gen_ai.provider.name": started.provider,
+                "gen_ai.request.model": started.model,
+                "aibridge.interception_id": started.interception_id,
+                "aibridge.provider_name": started.provider_name,
+                "aibridge.route": started.route,
+                "aibridge.client": started.client,
+                "aibridge.streaming": started.streaming,
+                "enduser.id": started.actor.id,
+            },
+        )
+        self._live[started.interception_id] = _Live(span, trace.set_span_in_context(span))
+
+    def upstream_headers(self, interception_id: str) -> Sequence[tuple[bytes, bytes]]:
+        live = self._live.get(interception_id)
+        if live is None:
+            return ()
+        live.upstream = self._tracer.start_span(
+            "POST upstream", context=live.context, kind=SpanKind.CLIENT
+        )
+        carrier: dict[str, str] = {}
+        propagate.inject(carrier, context=trace.set_span_in_context(live.upstream))
+        return [(k.lower().encode(), v.encode()) for k, v in carrier.items()]
+
+    def upstream_responded(self, interception_id: str, status: int, seconds: float) -> None:
+        live = self._live.get(interception_id)
+        if live is not None and live.upstream is not None:
+            live.upstream.set_attribute("http.response.status_code", status)
+            if status >= 400:
+                live.upstream.set_status(Status(StatusCode.ERROR, f"upstream answered {status}"))
+
+    def upstream_failed(self, interception_id: str, status: int, reason: str) -> None:
+        live = self._live.get(interception_id)
+        if live is not None and live.upstream is not None:
+            live.upstream.set_attribute("error.type", "timeout" if status == 504 else "connection")
+            live.upstream.set_status(Status(StatusCode.ERROR, reason))
+
+    def produced(self, record: Record) -> None:
+        if isinstance(record, TokenUsage):
+            live = self._live.get(record.interception_id)
+            if live is not None:
+                live.input_tokens += record.input_tokens
+                live.output_tokens += record.output_tokens
+                live.cache_read += record.cache_read_input_tokens
+                if record.provider_response_id:
+                    live.response_ids.append(record.provider_response_id)
+
+    def interception_ended(
+        self, started: InterceptionStarted, ended: InterceptionEnded, timings: Timings
+    ) -> None:
+        live = self._live.pop(started.interception_id, None)
+        if live is None:
+            return
+        if live.upstream is not None:
+            live.upstream.end()
+        span = live.span
+        span.set_attribute("gen_ai.usage.input_tokens", live.input_tokens + live.cache_read)
+        span.set_attribute("gen_ai.usage.output_tokens", live.output_tokens)
+        span.set_attribute("gen_ai.usage.cache_read_input_tokens", live.cache_read)
+        if live.response_ids:
+            span.set_attribute("gen_ai.response.id", live.response_ids[-1])
+        span.set_attribute("aibridge.status", ended.status)
+        if ended.http_status is not None:
+            span.set_attribute("http.response.status_code", ended.http_status)
+        if ended.status == "failed":
+            span.set_attribute("error.type", str(ended.http_status or "internal"))
+            span.set_status(Status(StatusCode.ERROR, ended.error or "failed"))
+        span.end()
+        self._finished[started.interception_id] = live.context
+        if len(self._finished) > _KEEP_FINISHED:
+            self._finished.popitem(last=False)
+
+    def recorded(self, record: Record, seconds: float, error: BaseException | None) -> None:
+        interception_id = getattr(record, "interception_id", "")
+        context = self._finished.get(interception_id)
+        if context is None:
+            live = self._live.get(interception_id)
+            context = live.context if live is not None else None
+        if context is None:
+            return
+        end = time_ns()
+        span = self._tracer.start_span(
+            f"record {type(record).__name__}",
+            context=context,
+            start_time=end - int(seconds * 1e9),
+            attributes={"aibridge.interception_id": interception_id},
+        )
+        if error is not None:
+            span.set_status(Status(StatusCode.ERROR, type(error).__name__))
+        span.end(end_time=end)
+        if isinstance(record, InterceptionEnded):
+            self._finished.pop(interception_id, None)
