@@ -234,3 +234,24 @@ def test_disconnect_and_passthrough(
     (span,) = spans_named(exporter, "chat ")
     assert dict(span.attributes or {})["aibridge.status"] == "cancelled"
     assert span.status.status_code != StatusCode.ERROR
+
+
+def test_grafana_dashboard_uses_only_these_metrics() -> None:
+    """Every metric the example dashboard queries is one PrometheusHooks exports."""
+    import json
+    import re
+    from pathlib import Path
+
+    registry = CollectorRegistry()
+    PrometheusHooks(registry)
+    suffixes = {"counter": ["_total"], "gauge": [""], "histogram": ["_bucket", "_count", "_sum"]}
+    exported = {
+        metric.name + suffix for metric in registry.collect() for suffix in suffixes[metric.type]
+    }
+    dashboard = json.loads(
+        (Path(__file__).parent.parent / "examples" / "grafana-dashboard.json").read_text()
+    )
+    exprs = [t["expr"] for p in dashboard["panels"] for t in p["targets"]]
+    used = {name for expr in exprs for name in re.findall(r"\baibridge_[a-z_]+", expr)}
+    assert len(dashboard["panels"]) >= 10
+    assert used and used <= exported, used - exported
