@@ -12,7 +12,21 @@ from .hooks import BridgeHooks
 from .records import RecordQueue
 from .upstream import Upstream
 
-__all__ = ["ClientGone", "Runtime", "read_body", "send_error", "upstream_url"]
+__all__ = [
+    "UPSTREAM_BROKE",
+    "UPSTREAM_TIMEOUT",
+    "UPSTREAM_UNREACHABLE",
+    "ClientGone",
+    "Runtime",
+    "read_body",
+    "send_error",
+    "upstream_url",
+]
+
+#: What the client reads when the upstream gave no usable answer.
+UPSTREAM_TIMEOUT = BridgeError(504, "the upstream provider did not answer in time")
+UPSTREAM_UNREACHABLE = BridgeError(502, "the upstream provider could not be reached")
+UPSTREAM_BROKE = BridgeError(502, "the upstream provider's answer broke off")
 
 
 class ClientGone(Exception):

@@ -83,6 +83,8 @@ RULES: Sequence[ClientRule] = (
         session_headers=("goose-session-id",),
     ),
     ClientRule("Cursor", header_markers=(("x-cursor-client-version", ""),)),
+    # Factory's Droid CLI (BYOK custom models); it sends no session id.
+    ClientRule("Factory", user_agent_prefixes=("factory-cli/",)),
     # The SDKs' async clients send "AsyncOpenAI/Python ...", "AsyncAnthropic/Python ...".
     ClientRule("openai-python", user_agent_prefixes=("openai/python", "asyncopenai/python")),
     ClientRule(

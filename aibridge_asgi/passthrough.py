@@ -11,7 +11,16 @@ import time
 import anyio
 from starlette.types import Receive, Scope, Send
 
-from ._asgi import Runtime, content_length, read_body, send_error, upstream_url
+from ._asgi import (
+    UPSTREAM_BROKE,
+    UPSTREAM_TIMEOUT,
+    UPSTREAM_UNREACHABLE,
+    Runtime,
+    content_length,
+    read_body,
+    send_error,
+    upstream_url,
+)
 from .auth import request_headers_for_upstream, response_headers_for_client
 from .errors import BridgeError
 from .hooks import call as call_hooks
@@ -62,12 +71,10 @@ async def _forward(
     try:
         response = await rt.upstream.send(scope["method"], url, headers, body)
     except UpstreamTimeout:
-        await send_error(
-            send, kind, BridgeError(504, "the upstream provider did not answer in time")
-        )
+        await send_error(send, kind, UPSTREAM_TIMEOUT)
         return 504
     except UpstreamUnreachable:
-        await send_error(send, kind, BridgeError(502, "the upstream provider could not be reached"))
+        await send_error(send, kind, UPSTREAM_UNREACHABLE)
         return 502
     try:
         started = False
@@ -79,7 +86,7 @@ async def _forward(
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
         except UpstreamStreamError:
             if not started:
-                error = BridgeError(502, "the upstream provider's answer broke off")
+                error = UPSTREAM_BROKE
                 await send_error(send, kind, error)
                 return 502
             return response.status  # started: leave the response cut, as upstream cut it

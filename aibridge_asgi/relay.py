@@ -1,0 +1,234 @@
+"""Relaying an upstream answer to the client: the hot path.
+
+SSE answers go out event by event, byte for byte, as they arrive; a copy of
+each event goes to the API's sans-IO observer on the way. Other answers are
+read whole (they are small JSON documents), observed, and sent unchanged.
+During upstream silence a started stream gets SSE comment lines.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass
+
+import anyio
+from starlette.types import Send
+
+from ._asgi import UPSTREAM_BROKE, ClientGone, Runtime, send_error
+from .apis import ApiInterception
+from .auth import response_headers_for_client
+from .hooks import Timings
+from .hooks import call as call_hooks
+from .records import EndStatus, Record, TokenUsage
+from .sse import SSEEvent, SSEScanner
+from .upstream import UpstreamResponse, UpstreamStreamError
+
+__all__ = ["KEEPALIVE_COMMENT", "Outcome", "relay_body", "relay_stream"]
+
+logger = logging.getLogger("aibridge_asgi")
+
+#: Sent while a started stream is silent; an SSE comment, never an event.
+KEEPALIVE_COMMENT = b": keepalive\n\n"
+
+
+@dataclass
+class Outcome:
+    """What happened so far; ends up in InterceptionEnded, hooks and the log."""
+
+    rt: Runtime
+    status: EndStatus = "failed"
+    http_status: int | None = None
+    error: str | None = None
+    response_started: bool = False
+    response_done: bool = False
+    client_gone: bool = False
+    began: float = 0.0
+    upstream_began: float | None = None
+    upstream_ended: float | None = None
+    first_byte: float | None = None
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cache_read_tokens: int = 0
+    cache_write_tokens: int = 0
+
+    def emit(self, record: Record) -> None:
+        """Hand a usage record to the recorder queue and the hooks."""
+        if isinstance(record, TokenUsage):
+            self.input_tokens += record.input_tokens
+            self.output_tokens += record.output_tokens
+            self.cache_read_tokens += record.cache_read_input_tokens
+            self.cache_write_tokens += record.cache_write_input_tokens
+        self.rt.records.put(record)
+        if self.rt.hooks:
+            call_hooks(self.rt.hooks, "produced", record)
+
+    def timings(self, now: float) -> Timings:
+        upstream = 0.0
+        if self.upstream_began is not None:
+            upstream = (self.upstream_ended or now) - self.upstream_began
+        first = None if self.first_byte is None else self.first_byte - self.began
+        return Timings(total=now - self.began, upstream=upstream, first_byte=first)
+
+
+def error_message(body: bytes) -> str | None:
+    """The message of a provider-shaped JSON error body, if it is one."""
+    try:
+        parsed = json.loads(body)
+    except (ValueError, RecursionError):
+        return None
+    error = parsed.get("error") if isinstance(parsed, dict) else None
+    if isinstance(error, dict) and isinstance(error.get("message"), str):
+        return str(error["message"])[:500]
+    return None
+
+
+async def relay_body(
+    rt: Runtime,
+    send: Send,
+    kind: str,
+    api: ApiInterception,
+    response: UpstreamResponse,
+    id_header: tuple[bytes, bytes],
+    outcome: Outcome,
+) -> None:
+    """Relay a whole (non-SSE) body unchanged, observing it when it is a success."""
+    chunks: list[bytes] = []
+    try:
+        async for chunk in response.iter_raw():
+            chunks.append(chunk)
+    except UpstreamStreamError as exc:
+        outcome.upstream_ended = time.perf_counter()
+        outcome.http_status, outcome.error = 502, str(exc)
+        if rt.hooks:
+            call_hooks(rt.hooks, "upstream_failed", api.interception_id, 502, str(exc))
+        error = UPSTREAM_BROKE
+        await send_error(send, kind, error, (id_header,))
+        return
+    outcome.upstream_ended = time.perf_counter()
+    body = b"".join(chunks)
+    status = response.status
+    if status < 400:
+        api.on_body(body)
+        if api.error is not None:
+            outcome.error = api.error
+        else:
+            outcome.status = "completed"
+    else:
+        message = error_message(body)
+        outcome.error = f"upstream answered {status}" + (f": {message}" if message else "")
+    headers = response_headers_for_client(response.headers)
+    headers.append((b"content-length", str(len(body)).encode()))
+    headers.append(id_header)
+    outcome.response_started = True
+    outcome.http_status = status
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+async def relay_stream(
+    rt: Runtime,
+    send: Send,
+    api: ApiInterception,
+    response: UpstreamResponse,
+    id_header: tuple[bytes, bytes],
+    outcome: Outcome,
+) -> None:
+    """Relay an SSE body event by event, byte for byte, parsing a copy."""
+    headers = response_headers_for_client(response.headers)
+    headers.append(id_header)
+    outcome.response_started = True
+    outcome.http_status = response.status
+    await send({"type": "http.response.start", "status": response.status, "headers": headers})
+
+    scanner = SSEScanner()
+    observing = True
+    keepalive = rt.keepalive_interval
+    tx, rx = anyio.create_memory_object_stream[bytes | UpstreamStreamError](8)
+
+    async def pump() -> None:
+        async with tx:
+            try:
+                async for chunk in response.iter_raw():
+                    await tx.send(chunk)
+            except UpstreamStreamError as exc:
+                await tx.send(exc)
+            finally:
+                outcome.upstream_ended = time.perf_counter()
+
+    def observe(events: list[SSEEvent]) -> bytes:
+        """Show each event to the observer; return the bytes the client gets."""
+        nonlocal observing
+        out: list[bytes] = []
+        for event in events:
+            keep = True
+            if observing:
+                try:
+                    keep = api.on_event(event)
+                except Exception:
+                    logger.exception("stream observer failed; relaying without it")
+                    observing = False
+                    api.error = "the bridge could not follow this stream"
+            if keep:
+                out.append(event.raw)
+        for record in api.drain():
+            outcome.emit(record)
+        return out[0] if len(out) == 1 else b"".join(out)
+
+    broke: UpstreamStreamError | None = None
+    gone = False
+    async with anyio.create_task_group() as tg, rx:
+        tg.start_soon(pump)
+        try:
+            while True:
+                item: bytes | UpstreamStreamError | None = None
+                try:
+                    if keepalive is None:
+                        item = await rx.receive()
+                    else:
+                        with anyio.move_on_after(keepalive):
+                            item = await rx.receive()
+                except anyio.EndOfStream:
+                    break
+                if item is None:  # silent for a whole interval: keep the connection warm
+                    await send(
+                        {"type": "http.response.body", "body": KEEPALIVE_COMMENT, "more_body": True}
+                    )
+                    continue
+                if isinstance(item, UpstreamStreamError):
+                    broke = item
+                    break
+                events = scanner.feed(item)
+                if events:
+                    body = observe(events)
+                    if body:
+                        await send({"type": "http.response.body", "body": body, "more_body": True})
+        except ClientGone:
+            gone = True  # re-raised below, outside the task group (which would wrap it)
+        finally:
+            tg.cancel_scope.cancel()
+    if gone:
+        raise ClientGone()
+
+    last_events, rest = scanner.finish()
+    if last_events:
+        rest = observe(last_events) + rest
+    if broke is not None:
+        # Give the client what arrived, then cut its connection as the
+        # upstream cut ours, so that it sees the answer is incomplete.
+        outcome.error = str(broke)
+        if rt.hooks:
+            call_hooks(rt.hooks, "upstream_failed", api.interception_id, 502, str(broke))
+        if rest:
+            await send({"type": "http.response.body", "body": rest, "more_body": True})
+        return
+    if response.status >= 400:
+        outcome.error = f"upstream answered {response.status}"
+    elif api.error is not None:
+        outcome.error = api.error
+    elif not api.complete:
+        outcome.error = "upstream stream ended before its final event"
+    else:
+        outcome.status = "completed"
+    await send({"type": "http.response.body", "body": rest, "more_body": False})
