@@ -1,0 +1,153 @@
+"""The host application: its own routes, and the bridge mounted among them.
+
+This is the file to read first when embedding the bridge: everything the
+host does for it is here, in :func:`build_app`.
+
+1. A resolver that maps a host token to an ``Actor`` (:mod:`.auth`).
+2. A recorder that stores what the bridge reports (:mod:`.recorder`).
+3. ``create_bridge(...)`` with the provider keys, mounted at
+   ``/api/v2/aibridge``, after the host's own routes under that prefix.
+4. A lifespan that, on shutdown, closes the bridge (in-flight calls finish,
+   their records are handed over) and then the recorder (every record
+   handed over is written).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass, field
+
+import anyio.to_thread
+from starlette.applications import Starlette
+from starlette.routing import BaseRoute, Mount
+
+from aibridge_asgi import Bridge, create_bridge
+from aibridge_asgi.testing import ANTHROPIC_KEY, OPENAI_KEY, FakeUpstream
+
+from . import api, pages
+from .auth import make_resolver
+from .db import Database
+from .recorder import SQLiteRecorder
+
+logger = logging.getLogger("minicoder")
+
+BRIDGE_PREFIX = "/api/v2/aibridge"
+FAKE_PREFIX = "/_fake_upstream"
+DEFAULT_DB = "aibridge-host.db"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """How to run the host.
+
+    ``url`` is where the host listens, as seen from the machine it runs on:
+    in offline mode the bridge reaches the embedded fake upstream there.
+    Provider keys enable the real providers; with neither key the host runs
+    offline. ``*_base_url`` point a provider somewhere else (a proxy, a
+    compatible gateway).
+    """
+
+    db_path: str = DEFAULT_DB
+    url: str = "http://127.0.0.1:8080"
+    anthropic_key: str = ""
+    openai_key: str = ""
+    anthropic_base_url: str | None = None
+    openai_base_url: str | None = None
+
+    @property
+    def offline(self) -> bool:
+        return not (self.anthropic_key or self.openai_key)
+
+    @classmethod
+    def from_env(cls, db_path: str, url: str, environ: Mapping[str, str] = os.environ) -> Settings:
+        """Keys from ``ANTHROPIC_API_KEY`` / ``OPENAI_API_KEY``, base URLs from
+        ``AIBRIDGE_ANTHROPIC_BASE_URL`` / ``AIBRIDGE_OPENAI_BASE_URL``."""
+        return cls(
+            db_path=db_path,
+            url=url,
+            anthropic_key=environ.get("ANTHROPIC_API_KEY", ""),
+            openai_key=environ.get("OPENAI_API_KEY", ""),
+            anthropic_base_url=environ.get("AIBRIDGE_ANTHROPIC_BASE_URL") or None,
+            openai_base_url=environ.get("AIBRIDGE_OPENAI_BASE_URL") or None,
+        )
+
+
+@dataclass
+class Host:
+    """What a running host holds (``app.state.host``)."""
+
+    settings: Settings
+    db: Database
+    recorder: SQLiteRecorder
+    bridge: Bridge
+    #: The embedded fake provider, in offline mode (scriptable: ``fake.enqueue``).
+    fake: FakeUpstream | None = None
+    providers: list[str] = field(default_factory=list)
+
+    async def flush(self) -> None:
+        """Wait until every record produced so far is in the database."""
+        await self.bridge.flush()
+        await self.recorder.flush()
+
+    async def aclose(self) -> None:
+        """Finish in-flight calls, then write every record; in this order."""
+        await self.bridge.aclose()
+        await self.recorder.aclose()
+
+
+def build_app(settings: Settings) -> Starlette:
+    """The host as an ASGI app. Its lifespan must run (any ASGI server runs
+    it; ``ServerThread`` needs ``lifespan="on"``) so that nothing is lost
+    on shutdown."""
+    db = Database(settings.db_path)
+    recorder = SQLiteRecorder(db)
+    fake: FakeUpstream | None = None
+    if settings.offline:
+        # The library's fake provider, served by this very app (see the
+        # routes below); the bridge calls it over loopback like a real one.
+        fake = FakeUpstream()
+        fake_url = settings.url + FAKE_PREFIX
+        keys = {"anthropic": ANTHROPIC_KEY, "openai": OPENAI_KEY}
+        base_urls = {"anthropic": fake_url, "openai": fake_url + "/v1"}
+    else:
+        keys = {"anthropic": settings.anthropic_key, "openai": settings.openai_key}
+        base_urls = {
+            name: url
+            for name, url in (
+                ("anthropic", settings.anthropic_base_url),
+                ("openai", settings.openai_base_url),
+            )
+            if url and keys[name]
+        }
+    bridge = create_bridge(
+        resolve_token=make_resolver(db),
+        provider_keys=keys,
+        base_urls=base_urls,
+        recorder=recorder,
+        # Coder's CLI sends its token in this header; Authorization and
+        # X-Api-Key are always looked at. The bridge never forwards them.
+        token_headers=["Coder-Session-Token"],
+    )
+    host = Host(settings, db, recorder, bridge, fake, [n for n, key in keys.items() if key])
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        interrupted = await anyio.to_thread.run_sync(db.mark_interrupted)
+        if interrupted:
+            logger.warning("%d interceptions of an earlier run never ended", interrupted)
+        yield
+        # Starlette does not pass lifespan events to mounted apps: close the
+        # bridge here. Then the recorder, which writes what is still queued.
+        await host.aclose()
+
+    routes: list[BaseRoute] = [*pages.routes, *api.routes]  # before the bridge's mount
+    if fake is not None:
+        routes.append(Mount(FAKE_PREFIX, app=fake))
+    routes.append(Mount(BRIDGE_PREFIX, app=bridge))
+    app = Starlette(routes=routes, lifespan=lifespan)
+    app.state.host = host
+    app.state.db = db
+    return app

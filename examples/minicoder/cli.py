@@ -1,0 +1,157 @@
+"""The command line: ``serve`` and ``create-user``.
+
+    python examples/host.py serve [--host 127.0.0.1] [--port 8080] [--db FILE]
+    python examples/host.py create-user NAME [--admin] [--db FILE]
+
+``--db`` defaults to ``$AIBRIDGE_HOST_DB``, else ``aibridge-host.db`` in the
+current directory. ``create-user`` prints the new token alone on stdout
+(creating the user if needed; ``--admin`` makes them an admin).
+``--port 0`` picks a free port; the banner says which.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import socket
+import sys
+from pathlib import Path
+
+from .app import BRIDGE_PREFIX, DEFAULT_DB, Settings, build_app
+from .db import Database
+
+BAR = "=" * 78
+LOUD = "!" * 78
+
+
+def banner(settings: Settings, providers: list[str], token: str, public_url: str) -> str:
+    """What ``serve`` prints before serving: where things are, and how to
+    point Claude Code and Codex at them."""
+    base = public_url + BRIDGE_PREFIX
+    if settings.offline:
+        mode = f"""{LOUD}
+!!  OFFLINE DEMO MODE: no ANTHROPIC_API_KEY / OPENAI_API_KEY in the environment.
+!!  The bridge talks to the library's FAKE upstream, served by this process:
+!!  every answer is canned ("Hello from the fake upstream.").
+!!  Set a provider key and restart to use the real provider.
+{LOUD}"""
+    else:
+        lines = []
+        for name in ("anthropic", "openai"):
+            if name not in providers:
+                lines.append(f"  {name}: off (no {name.upper()}_API_KEY)")
+                continue
+            url = getattr(settings, f"{name}_base_url")
+            lines.append(f"  {name}: REAL provider" + (f" at {url}" if url else ""))
+        mode = "Providers (keys from the environment):\n" + "\n".join(lines)
+    codex_provider = (
+        f'model_providers.aibridge={{name="aibridge",base_url="{base}/openai/v1",'
+        'env_key="AIBRIDGE_TOKEN",wire_api="responses"}'
+    )
+    return f"""{BAR}
+minicoder: an example host with the AI bridge mounted at {BRIDGE_PREFIX}
+{BAR}
+{mode}
+
+Host URL:           {public_url}
+Anthropic base URL: {base}/anthropic
+OpenAI base URL:    {base}/openai/v1
+Database:           {Path(settings.db_path).resolve()}
+Demo token:         {token}
+                    (user 'demo', admin; a new token at every start)
+
+Claude Code:
+  ANTHROPIC_BASE_URL={base}/anthropic ANTHROPIC_AUTH_TOKEN={token} claude
+
+Codex:
+  AIBRIDGE_TOKEN={token} codex -c model_provider=aibridge \\
+    -c '{codex_provider}'
+
+Usage page: {public_url}/usage  (sign in with a token; or open
+            {public_url}/login?token={token} )
+Management API:
+  curl -H 'Authorization: Bearer {token}' {base}/interceptions
+More users:
+  python examples/host.py create-user NAME [--admin] --db {settings.db_path}
+{BAR}"""
+
+
+def _listen(host: str, port: int) -> tuple[socket.socket, str]:
+    """Bind the listening socket ourselves, so that ``--port 0`` works and
+    the URL is known before the app is built."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    # IPPROTO_TCP explicitly: asyncio sets TCP_NODELAY only on such sockets.
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    port = sock.getsockname()[1]
+    local = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(host, host)
+    return sock, f"http://[{local}]:{port}" if ":" in local else f"http://{local}:{port}"
+
+
+def serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s:     %(name)s: %(message)s")
+    sock, url = _listen(args.host, args.port)
+    settings = Settings.from_env(db_path=args.db, url=url)
+    app = build_app(settings)
+    host = app.state.host
+    demo = host.db.create_user("demo", admin=True)
+    token = host.db.new_token(demo.id, "printed at startup")
+    print(banner(settings, host.providers, token, url), flush=True)
+    if settings.offline:
+        logging.getLogger("minicoder").warning(
+            "OFFLINE DEMO MODE: answers come from the built-in fake upstream"
+        )
+    config = uvicorn.Config(
+        app,
+        log_level="info",
+        lifespan="on",
+        # On SIGTERM/Ctrl+C, let running calls finish this long, then cancel
+        # them (they end "cancelled"); the lifespan then writes every record.
+        timeout_graceful_shutdown=args.graceful_timeout,
+    )
+    try:
+        uvicorn.Server(config).run(sockets=[sock])
+    finally:
+        # A second Ctrl+C skips the lifespan: still write what the recorder has.
+        host.recorder.close()
+    return 0
+
+
+def create_user(args: argparse.Namespace) -> int:
+    db = Database(args.db)
+    user = db.create_user(args.name, admin=args.admin)
+    print(db.new_token(user.id, "create-user"))
+    role = "admin" if user.is_admin else "user"
+    print(f"token for {role} {user.username!r} (id {user.id}) in {args.db}", file=sys.stderr)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="examples/host.py",
+        description="minicoder: a Coder-like host with the AI bridge mounted.",
+    )
+    default_db = os.environ.get("AIBRIDGE_HOST_DB", DEFAULT_DB)
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("serve", help="run the host")
+    run.add_argument("--host", default="127.0.0.1")
+    run.add_argument("--port", type=int, default=8080, help="0 picks a free port")
+    run.add_argument("--db", default=default_db, help=f"SQLite file (default {default_db})")
+    run.add_argument(
+        "--graceful-timeout",
+        type=float,
+        default=10.0,
+        help="seconds running calls get to finish on shutdown (default 10)",
+    )
+    run.set_defaults(handler=serve)
+    create = sub.add_parser("create-user", help="create a user; print a new token")
+    create.add_argument("name")
+    create.add_argument("--admin", action="store_true", help="the user may see everyone's usage")
+    create.add_argument("--db", default=default_db, help=f"SQLite file (default {default_db})")
+    create.set_defaults(handler=create_user)
+    args = parser.parse_args(argv)
+    return int(args.handler(args))

@@ -1,0 +1,323 @@
+"""The host's database: users, API tokens, browser sessions, and the tables
+the recorder fills.
+
+SQLite through the standard library's ``sqlite3``, no ORM. Every function
+here blocks, so the web handlers call them through
+``anyio.to_thread.run_sync``; each call opens its own short-lived connection
+(cheap for SQLite), so any thread may call any function. The database runs
+in WAL mode: readers never wait for the recorder's writer and the other way
+round.
+
+Tokens are never stored in clear. A token is ``<key id>-<secret>``: the key
+id is stored as is (to find the row), the secret as its SHA-256, compared in
+constant time. Coder's API keys work the same way.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import hmac
+import secrets
+import sqlite3
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+SCHEMA_VERSION = 1
+
+#: The tables, in the order they are created. The ``aibridge_*`` tables have
+#: the shape of Coder's (coderd/database), plus the columns the bridge's
+#: records carry beyond Coder's (route, streaming, status...).
+SCHEMA = (
+    """CREATE TABLE users (
+        id TEXT PRIMARY KEY,
+        username TEXT NOT NULL UNIQUE,
+        is_admin INTEGER NOT NULL DEFAULT 0,
+        created_at TEXT NOT NULL
+    )""",
+    """CREATE TABLE api_keys (
+        id TEXT PRIMARY KEY,
+        hashed_secret BLOB NOT NULL,
+        user_id TEXT NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+        token_name TEXT NOT NULL DEFAULT '',
+        created_at TEXT NOT NULL
+    )""",
+    """CREATE TABLE web_sessions (
+        hashed_id BLOB PRIMARY KEY,
+        user_id TEXT NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+        created_at TEXT NOT NULL,
+        expires_at TEXT NOT NULL
+    )""",
+    """CREATE TABLE aibridge_interceptions (
+        id TEXT PRIMARY KEY,
+        initiator_id TEXT NOT NULL,
+        api_key_id TEXT,
+        provider TEXT NOT NULL,
+        provider_name TEXT NOT NULL,
+        model TEXT NOT NULL,
+        client TEXT NOT NULL DEFAULT 'unknown',
+        client_session_id TEXT,
+        route TEXT NOT NULL,
+        streaming INTEGER NOT NULL,
+        user_agent TEXT,
+        metadata TEXT NOT NULL DEFAULT '{}',
+        started_at TEXT NOT NULL,
+        ended_at TEXT,
+        status TEXT,
+        http_status INTEGER,
+        error TEXT
+    )""",
+    "CREATE INDEX idx_aibridge_interceptions_started"
+    " ON aibridge_interceptions (started_at DESC, id DESC)",
+    "CREATE INDEX idx_aibridge_interceptions_initiator"
+    " ON aibridge_interceptions (initiator_id, started_at DESC)",
+    """CREATE TABLE aibridge_token_usages (
+        id TEXT PRIMARY KEY,
+        interception_id TEXT NOT NULL,
+        provider_response_id TEXT NOT NULL,
+        input_tokens INTEGER NOT NULL,
+        output_tokens INTEGER NOT NULL,
+        cache_read_input_tokens INTEGER NOT NULL DEFAULT 0,
+        cache_write_input_tokens INTEGER NOT NULL DEFAULT 0,
+        metadata TEXT NOT NULL DEFAULT '{}',
+        created_at TEXT NOT NULL
+    )""",
+    "CREATE INDEX idx_aibridge_token_usages_interception"
+    " ON aibridge_token_usages (interception_id)",
+    """CREATE TABLE aibridge_user_prompts (
+        id TEXT PRIMARY KEY,
+        interception_id TEXT NOT NULL,
+        provider_response_id TEXT NOT NULL,
+        prompt TEXT NOT NULL,
+        metadata TEXT NOT NULL DEFAULT '{}',
+        created_at TEXT NOT NULL
+    )""",
+    "CREATE INDEX idx_aibridge_user_prompts_interception"
+    " ON aibridge_user_prompts (interception_id)",
+    """CREATE TABLE aibridge_tool_usages (
+        id TEXT PRIMARY KEY,
+        interception_id TEXT NOT NULL,
+        provider_response_id TEXT NOT NULL,
+        server_url TEXT,
+        tool TEXT NOT NULL,
+        tool_call_id TEXT NOT NULL DEFAULT '',
+        input TEXT NOT NULL,
+        injected INTEGER NOT NULL DEFAULT 0,
+        invocation_error TEXT,
+        metadata TEXT NOT NULL DEFAULT '{}',
+        created_at TEXT NOT NULL
+    )""",
+    "CREATE INDEX idx_aibridge_tool_usages_interception ON aibridge_tool_usages (interception_id)",
+    """CREATE TABLE aibridge_model_thoughts (
+        interception_id TEXT NOT NULL,
+        content TEXT NOT NULL,
+        metadata TEXT NOT NULL DEFAULT '{}',
+        created_at TEXT NOT NULL
+    )""",
+    "CREATE INDEX idx_aibridge_model_thoughts_interception"
+    " ON aibridge_model_thoughts (interception_id)",
+)
+
+SESSION_LIFETIME = timedelta(days=7)
+
+#: ``InterceptionEnded`` never came for these (the host died first); set on
+#: the next start so they do not look in flight forever.
+INTERRUPTED = "interrupted"
+
+
+def timestamp(value: datetime) -> str:
+    """A datetime as stored: UTC, fixed width, so that text order is time order."""
+    if value.tzinfo is None:
+        raise ValueError("naive datetime")
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def now() -> str:
+    return timestamp(datetime.now(UTC))
+
+
+def parse_timestamp(value: str) -> datetime:
+    """A stored timestamp (or any RFC 3339 time with an offset) as a datetime."""
+    parsed = datetime.fromisoformat(value)
+    if parsed.tzinfo is None:
+        raise ValueError(f"{value!r} has no timezone")
+    return parsed
+
+
+def _digest(secret: str) -> bytes:
+    return hashlib.sha256(secret.encode()).digest()
+
+
+@dataclass(frozen=True)
+class User:
+    id: str
+    username: str
+    is_admin: bool
+
+
+@dataclass(frozen=True)
+class TokenOwner:
+    """A user, and which of their API keys was used."""
+
+    user: User
+    api_key_id: str
+
+
+class Database:
+    """The SQLite file at ``path``, created and migrated on first use."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = str(path)
+        with self.connect() as conn:
+            _migrate(conn, self.path)
+
+    @contextlib.contextmanager
+    def connect(self) -> Iterator[sqlite3.Connection]:
+        """A new connection in autocommit mode, closed on exit."""
+        conn = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+        try:
+            conn.row_factory = sqlite3.Row
+            conn.execute("PRAGMA journal_mode = WAL")
+            # WAL + NORMAL: a commit survives a crash of the process (not a
+            # power loss), without an fsync per transaction.
+            conn.execute("PRAGMA synchronous = NORMAL")
+            conn.execute("PRAGMA foreign_keys = ON")
+            yield conn
+        finally:
+            conn.close()
+
+    # -- users and tokens ---------------------------------------------------
+
+    def create_user(self, username: str, *, admin: bool = False) -> User:
+        """Create ``username``, or return it if it exists (made admin if
+        ``admin``; never demoted)."""
+        with self.connect() as conn:
+            conn.execute("BEGIN IMMEDIATE")
+            row = conn.execute("SELECT id FROM users WHERE username = ?", (username,)).fetchone()
+            if row is None:
+                user_id = str(uuid.uuid4())
+                conn.execute(
+                    "INSERT INTO users (id, username, is_admin, created_at) VALUES (?, ?, ?, ?)",
+                    (user_id, username, int(admin), now()),
+                )
+            else:
+                user_id = row["id"]
+                if admin:
+                    conn.execute("UPDATE users SET is_admin = 1 WHERE id = ?", (user_id,))
+            conn.execute("COMMIT")
+        user = self.user(user_id)
+        assert user is not None
+        return user
+
+    def user(self, ref: str) -> User | None:
+        """The user whose id or username is ``ref``."""
+        with self.connect() as conn:
+            row = conn.execute(
+                "SELECT id, username, is_admin FROM users WHERE id = ? OR username = ?",
+                (ref, ref),
+            ).fetchone()
+        return User(row["id"], row["username"], bool(row["is_admin"])) if row else None
+
+    def new_token(self, user_id: str, name: str = "") -> str:
+        """Make a new API token for the user; the only time it is seen in clear."""
+        key_id = secrets.token_hex(5)
+        secret = secrets.token_urlsafe(24)
+        with self.connect() as conn:
+            conn.execute(
+                "INSERT INTO api_keys (id, hashed_secret, user_id, token_name, created_at)"
+                " VALUES (?, ?, ?, ?, ?)",
+                (key_id, _digest(secret), user_id, name, now()),
+            )
+        return f"{key_id}-{secret}"
+
+    def token_owner(self, token: str) -> TokenOwner | None:
+        """Who ``token`` belongs to, or None if it is not a valid token."""
+        key_id, _, secret = token.partition("-")
+        if not secret:
+            return None
+        with self.connect() as conn:
+            row = conn.execute(
+                "SELECT api_keys.hashed_secret, users.id, users.username, users.is_admin"
+                " FROM api_keys JOIN users ON users.id = api_keys.user_id"
+                " WHERE api_keys.id = ?",
+                (key_id,),
+            ).fetchone()
+        if row is None or not hmac.compare_digest(row["hashed_secret"], _digest(secret)):
+            return None
+        return TokenOwner(User(row["id"], row["username"], bool(row["is_admin"])), key_id)
+
+    # -- browser sessions ---------------------------------------------------
+
+    def create_session(self, user_id: str) -> str:
+        """Start a browser session; returns its id (for the cookie)."""
+        session_id = secrets.token_urlsafe(32)
+        started = datetime.now(UTC)
+        with self.connect() as conn:
+            conn.execute("DELETE FROM web_sessions WHERE expires_at < ?", (timestamp(started),))
+            conn.execute(
+                "INSERT INTO web_sessions (hashed_id, user_id, created_at, expires_at)"
+                " VALUES (?, ?, ?, ?)",
+                (
+                    _digest(session_id),
+                    user_id,
+                    timestamp(started),
+                    timestamp(started + SESSION_LIFETIME),
+                ),
+            )
+        return session_id
+
+    def session_user(self, session_id: str) -> User | None:
+        with self.connect() as conn:
+            row = conn.execute(
+                "SELECT users.id, users.username, users.is_admin FROM web_sessions"
+                " JOIN users ON users.id = web_sessions.user_id"
+                " WHERE web_sessions.hashed_id = ? AND web_sessions.expires_at > ?",
+                (_digest(session_id), now()),
+            ).fetchone()
+        return User(row["id"], row["username"], bool(row["is_admin"])) if row else None
+
+    def end_session(self, session_id: str) -> None:
+        with self.connect() as conn:
+            conn.execute("DELETE FROM web_sessions WHERE hashed_id = ?", (_digest(session_id),))
+
+    # -- records --------------------------------------------------------------
+
+    def mark_interrupted(self) -> int:
+        """Mark interceptions a previous run left without an end (it was
+        killed before the recorder got ``InterceptionEnded``). Call at
+        startup, before serving; returns how many were marked."""
+        with self.connect() as conn:
+            cursor = conn.execute(
+                "UPDATE aibridge_interceptions SET status = ?,"
+                " error = 'the host stopped before this interception ended'"
+                " WHERE ended_at IS NULL AND status IS NULL",
+                (INTERRUPTED,),
+            )
+            return cursor.rowcount
+
+
+def _migrate(conn: sqlite3.Connection, path: str) -> None:
+    conn.execute("BEGIN IMMEDIATE")  # one process migrates at a time
+    try:
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        if version == 0:
+            tables = conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'").fetchall()
+            if tables:
+                raise RuntimeError(
+                    f"{path} holds tables this host did not create (an older version of the"
+                    " example?); move it away or pass another --db"
+                )
+            for statement in SCHEMA:
+                conn.execute(statement)
+            conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        elif version > SCHEMA_VERSION:
+            raise RuntimeError(
+                f"{path} has schema version {version}; this host knows up to {SCHEMA_VERSION}"
+            )
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise

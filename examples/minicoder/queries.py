@@ -1,0 +1,226 @@
+"""Reading the records back, for the management API and the usage page.
+
+Blocking functions taking a connection (``with db.connect() as conn``); the
+handlers run them in a worker thread.
+
+Interceptions are listed newest first, ordered by ``(started_at, id)``.
+A page's cursor is the position of its last row, encoded so clients treat
+it as opaque; the next page is everything strictly after it. New
+interceptions started meanwhile do not shift later pages (they sort before
+the cursor), unlike ``OFFSET`` pagination.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import sqlite3
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+#: Tokens in: every input token, whether read from or written to the cache.
+TOKENS_IN = "COALESCE(t.input_tokens + t.cache_read_input_tokens + t.cache_write_input_tokens, 0)"
+TOKENS_OUT = "COALESCE(t.output_tokens, 0)"
+
+
+@dataclass(frozen=True)
+class Filters:
+    """What to list. ``started_after`` (inclusive) and ``started_before``
+    (exclusive) are timestamps in the stored format (:func:`db.timestamp`)."""
+
+    initiator_id: str | None = None
+    provider: str | None = None
+    model: str | None = None
+    client: str | None = None
+    started_after: str | None = None
+    started_before: str | None = None
+
+    def where(self) -> tuple[str, list[Any]]:
+        """A SQL condition on ``aibridge_interceptions AS i``, and its parameters."""
+        clauses: list[str] = []
+        params: list[Any] = []
+        if self.initiator_id is not None:
+            clauses.append("i.initiator_id = ?")
+            params.append(self.initiator_id)
+        if self.provider is not None:  # the kind ("openai") or the instance ("azure")
+            clauses.append("(i.provider = ? OR i.provider_name = ?)")
+            params += [self.provider, self.provider]
+        if self.model is not None:
+            clauses.append("i.model = ?")
+            params.append(self.model)
+        if self.client is not None:
+            clauses.append("i.client = ? COLLATE NOCASE")
+            params.append(self.client)
+        if self.started_after is not None:
+            clauses.append("i.started_at >= ?")
+            params.append(self.started_after)
+        if self.started_before is not None:
+            clauses.append("i.started_at < ?")
+            params.append(self.started_before)
+        return " AND ".join(clauses) or "1 = 1", params
+
+
+# -- cursors ------------------------------------------------------------------
+
+
+def encode_cursor(started_at: str, interception_id: str) -> str:
+    raw = json.dumps([started_at, interception_id], separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+
+def decode_cursor(cursor: str) -> tuple[str, str]:
+    """The position a cursor stands for; ValueError if it is not one of ours."""
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        started_at, interception_id = json.loads(raw)
+    except (binascii.Error, ValueError, TypeError) as exc:
+        raise ValueError("invalid cursor") from exc
+    if not isinstance(started_at, str) or not isinstance(interception_id, str):
+        raise ValueError("invalid cursor")
+    return started_at, interception_id
+
+
+# -- listing ------------------------------------------------------------------
+
+
+@dataclass
+class Page:
+    count: int  # interceptions matching the filters, all pages together
+    results: list[dict[str, Any]]
+    next_cursor: str | None
+
+
+def _loads(text: str | None) -> Any:
+    return json.loads(text) if text else {}
+
+
+def list_interceptions(
+    conn: sqlite3.Connection, filters: Filters, *, limit: int, cursor: str | None = None
+) -> Page:
+    """One page of interceptions, newest first, each with its token usages,
+    prompts, tool usages and thoughts nested."""
+    where, params = filters.where()
+    count = conn.execute(
+        f"SELECT COUNT(*) FROM aibridge_interceptions AS i WHERE {where}", params
+    ).fetchone()[0]
+    if cursor is not None:
+        started_at, interception_id = decode_cursor(cursor)
+        where += " AND (i.started_at < ? OR (i.started_at = ? AND i.id < ?))"
+        params = [*params, started_at, started_at, interception_id]
+    rows = conn.execute(
+        "SELECT i.*, u.username FROM aibridge_interceptions AS i"
+        f" LEFT JOIN users AS u ON u.id = i.initiator_id WHERE {where}"
+        " ORDER BY i.started_at DESC, i.id DESC LIMIT ?",
+        [*params, limit + 1],
+    ).fetchall()
+    more = len(rows) > limit
+    rows = rows[:limit]
+    children = _children(conn, [row["id"] for row in rows])
+    results = [_interception(row, children[row["id"]]) for row in rows]
+    next_cursor = encode_cursor(rows[-1]["started_at"], rows[-1]["id"]) if more else None
+    return Page(count, results, next_cursor)
+
+
+def _children(
+    conn: sqlite3.Connection, ids: list[str]
+) -> defaultdict[str, dict[str, list[dict[str, Any]]]]:
+    found: defaultdict[str, dict[str, list[dict[str, Any]]]] = defaultdict(
+        lambda: {"token_usages": [], "user_prompts": [], "tool_usages": [], "model_thoughts": []}
+    )
+    if not ids:
+        return found
+    marks = ", ".join("?" * len(ids))
+    for table, key in (
+        ("aibridge_token_usages", "token_usages"),
+        ("aibridge_user_prompts", "user_prompts"),
+        ("aibridge_tool_usages", "tool_usages"),
+        ("aibridge_model_thoughts", "model_thoughts"),
+    ):
+        for row in conn.execute(
+            f"SELECT * FROM {table} WHERE interception_id IN ({marks}) ORDER BY created_at, rowid",
+            ids,
+        ):
+            item = dict(row)
+            item["metadata"] = _loads(item.get("metadata"))
+            if key == "tool_usages":
+                item["input"] = _loads(item["input"])
+                item["injected"] = bool(item["injected"])
+            found[row["interception_id"]][key].append(item)
+    return found
+
+
+def _interception(row: sqlite3.Row, children: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
+    in_flight = row["ended_at"] is None and row["status"] is None
+    return {
+        "id": row["id"],
+        "initiator": {"id": row["initiator_id"], "username": row["username"]},
+        "api_key_id": row["api_key_id"],
+        "provider": row["provider"],
+        "provider_name": row["provider_name"],
+        "model": row["model"],
+        "client": row["client"],
+        "client_session_id": row["client_session_id"],
+        "route": row["route"],
+        "streaming": bool(row["streaming"]),
+        "user_agent": row["user_agent"],
+        "metadata": _loads(row["metadata"]),
+        "started_at": row["started_at"],
+        "ended_at": row["ended_at"],
+        "in_flight": in_flight,
+        "status": row["status"],  # None while in flight
+        "http_status": row["http_status"],
+        "error": row["error"],
+        **children,
+    }
+
+
+# -- usage aggregates -----------------------------------------------------------
+
+GroupBy = Literal["user", "model"]
+
+_GROUPS: dict[GroupBy, tuple[str, str]] = {
+    # (the key selected, the columns grouped on)
+    "user": ("COALESCE(u.username, i.initiator_id)", "i.initiator_id"),
+    "model": ("i.model", "i.model"),
+}
+
+
+@dataclass
+class Usage:
+    key: str
+    requests: int
+    tokens_in: int
+    tokens_out: int
+    #: bucket start (Unix seconds) -> (tokens in, tokens out)
+    series: dict[int, tuple[int, int]] = field(default_factory=dict)
+
+
+def usage(
+    conn: sqlite3.Connection, filters: Filters, bucket_seconds: int, by: GroupBy | None = None
+) -> list[Usage]:
+    """Requests and tokens in/out per user or per model (or in total, with
+    ``by=None``), each with a time series of ``bucket_seconds`` buckets of
+    start time. Busiest first."""
+    where, params = filters.where()
+    key, group = _GROUPS[by] if by is not None else ("''", "''")
+    rows = conn.execute(
+        f"SELECT {key} AS key,"
+        " (CAST(strftime('%s', i.started_at) AS INTEGER) / ?) * ? AS bucket,"
+        f" COUNT(DISTINCT i.id) AS requests, SUM({TOKENS_IN}) AS tokens_in,"
+        f" SUM({TOKENS_OUT}) AS tokens_out"
+        " FROM aibridge_interceptions AS i"
+        " LEFT JOIN users AS u ON u.id = i.initiator_id"
+        " LEFT JOIN aibridge_token_usages AS t ON t.interception_id = i.id"
+        f" WHERE {where} GROUP BY {group}, bucket",
+        [bucket_seconds, bucket_seconds, *params],
+    ).fetchall()
+    totals: dict[str, Usage] = {}
+    for row in rows:
+        entry = totals.setdefault(row["key"], Usage(row["key"], 0, 0, 0))
+        entry.requests += row["requests"]
+        entry.tokens_in += row["tokens_in"]
+        entry.tokens_out += row["tokens_out"]
+        entry.series[row["bucket"]] = (row["tokens_in"], row["tokens_out"])
+    return sorted(totals.values(), key=lambda u: (-(u.tokens_in + u.tokens_out), u.key))

@@ -1,0 +1,241 @@
+"""The recorder: every record the bridge hands over, written to SQLite.
+
+The bridge awaits :meth:`SQLiteRecorder.record` for one record at a time,
+on the event loop. Writing to SQLite there would stall every request, so
+``record()`` only appends the record to a queue and returns; one writer
+thread takes whatever has queued up and writes it in a single transaction.
+When records arrive faster than a commit takes, they pile up and the next
+transaction takes them all: batching happens exactly when it helps, and a
+lone record is written at once (no timer).
+
+Nothing is lost on shutdown: :meth:`aclose` lets the writer drain the queue
+and commit before it returns. The host's lifespan calls it right after
+``bridge.aclose()``, which itself waits for the requests in flight and hands
+over their last records. (A ``SIGKILL`` skips all of this: what was still
+queued, here or in the bridge, is lost; the next start marks interceptions
+left without an end as ``interrupted``.)
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sqlite3
+import threading
+import uuid
+from collections import deque
+from typing import Any
+
+import anyio.to_thread
+
+from aibridge_asgi import (
+    InterceptionEnded,
+    InterceptionStarted,
+    ModelThought,
+    PromptUsage,
+    Record,
+    TokenUsage,
+    ToolUsage,
+)
+
+from .db import Database, timestamp
+
+logger = logging.getLogger("minicoder.recorder")
+
+MAX_BATCH = 500
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value, default=str, ensure_ascii=False)
+
+
+def statement(record: Record) -> tuple[str, tuple[Any, ...]]:
+    """The SQL that stores one record."""
+    if isinstance(record, InterceptionStarted):
+        metadata = dict(record.metadata)
+        return (
+            "INSERT INTO aibridge_interceptions (id, initiator_id, api_key_id, provider,"
+            " provider_name, model, client, client_session_id, route, streaming, user_agent,"
+            " metadata, started_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                record.interception_id,
+                record.actor.id,
+                metadata.get("api_key_id"),
+                record.provider,
+                record.provider_name,
+                record.model,
+                record.client,
+                record.client_session_id,
+                record.route,
+                int(record.streaming),
+                record.user_agent,
+                _json(metadata),
+                timestamp(record.started_at),
+            ),
+        )
+    if isinstance(record, InterceptionEnded):
+        return (
+            "UPDATE aibridge_interceptions SET ended_at = ?, status = ?, http_status = ?,"
+            " error = ? WHERE id = ?",
+            (
+                timestamp(record.ended_at),
+                record.status,
+                record.http_status,
+                record.error,
+                record.interception_id,
+            ),
+        )
+    if isinstance(record, TokenUsage):
+        return (
+            "INSERT INTO aibridge_token_usages (id, interception_id, provider_response_id,"
+            " input_tokens, output_tokens, cache_read_input_tokens, cache_write_input_tokens,"
+            " metadata, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                str(uuid.uuid4()),
+                record.interception_id,
+                record.provider_response_id,
+                record.input_tokens,
+                record.output_tokens,
+                record.cache_read_input_tokens,
+                record.cache_write_input_tokens,
+                _json(dict(record.extra)),
+                timestamp(record.created_at),
+            ),
+        )
+    if isinstance(record, PromptUsage):
+        return (
+            "INSERT INTO aibridge_user_prompts (id, interception_id, provider_response_id,"
+            " prompt, created_at) VALUES (?, ?, ?, ?, ?)",
+            (
+                str(uuid.uuid4()),
+                record.interception_id,
+                record.provider_response_id,
+                record.prompt,
+                timestamp(record.created_at),
+            ),
+        )
+    if isinstance(record, ToolUsage):
+        return (
+            "INSERT INTO aibridge_tool_usages (id, interception_id, provider_response_id, tool,"
+            " tool_call_id, input, injected, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                str(uuid.uuid4()),
+                record.interception_id,
+                record.provider_response_id,
+                record.tool,
+                record.tool_call_id,
+                _json(record.args),
+                int(record.injected),
+                timestamp(record.created_at),
+            ),
+        )
+    if isinstance(record, ModelThought):
+        return (
+            "INSERT INTO aibridge_model_thoughts (interception_id, content, metadata, created_at)"
+            " VALUES (?, ?, ?, ?)",
+            (
+                record.interception_id,
+                record.content,
+                _json({"source": record.source}),
+                timestamp(record.created_at),
+            ),
+        )
+    raise TypeError(f"not a record: {record!r}")
+
+
+class SQLiteRecorder:
+    """A bridge recorder (``create_bridge(recorder=...)``) writing to ``db``
+    from one worker thread, in batches."""
+
+    def __init__(self, db: Database, *, max_batch: int = MAX_BATCH) -> None:
+        self.db = db
+        self.max_batch = max_batch
+        self._queue: deque[Record] = deque()
+        self._changed = threading.Condition()
+        self._accepted = 0  # records taken by record()
+        self._done = 0  # records written (or given up on)
+        self._closed = False
+        self._thread: threading.Thread | None = None
+        #: Sizes of the transactions written so far (for tests and curiosity).
+        self.batches: list[int] = []
+
+    async def record(self, record: Record) -> None:
+        """Queue ``record`` for the writer. Never waits for the disk."""
+        with self._changed:
+            if self._closed:
+                logger.error("record %s after close; dropped", type(record).__name__)
+                return
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._write_loop, name="minicoder-recorder", daemon=True
+                )
+                self._thread.start()
+            self._queue.append(record)
+            self._accepted += 1
+            self._changed.notify_all()
+
+    @property
+    def pending(self) -> int:
+        """Records queued and not written yet."""
+        with self._changed:
+            return self._accepted - self._done
+
+    def flush_sync(self, timeout: float | None = None) -> bool:
+        """Block until every record queued so far is written; False on timeout."""
+        with self._changed:
+            target = self._accepted
+            return self._changed.wait_for(lambda: self._done >= target, timeout)
+
+    async def flush(self) -> None:
+        """Wait (off the event loop) until every record queued so far is written."""
+        await anyio.to_thread.run_sync(self.flush_sync)
+
+    def close(self) -> None:
+        """Write everything still queued, then stop the writer. Idempotent."""
+        with self._changed:
+            self._closed = True
+            thread = self._thread
+            self._changed.notify_all()
+        if thread is not None:
+            thread.join()
+
+    async def aclose(self) -> None:
+        """:meth:`close`, without blocking the event loop."""
+        await anyio.to_thread.run_sync(self.close)
+
+    # -- the writer thread ------------------------------------------------
+
+    def _write_loop(self) -> None:
+        with self.db.connect() as conn:
+            while True:
+                with self._changed:
+                    self._changed.wait_for(lambda: self._queue or self._closed)
+                    if not self._queue:
+                        return  # closed and drained
+                    batch = [
+                        self._queue.popleft() for _ in range(min(len(self._queue), self.max_batch))
+                    ]
+                self._write(conn, batch)
+                with self._changed:
+                    self._done += len(batch)
+                    self.batches.append(len(batch))
+                    self._changed.notify_all()
+
+    def _write(self, conn: sqlite3.Connection, batch: list[Record]) -> None:
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            for record in batch:
+                cursor = conn.execute(*statement(record))
+                if isinstance(record, InterceptionEnded) and cursor.rowcount == 0:
+                    logger.warning("no interception %s to end", record.interception_id)
+            conn.execute("COMMIT")
+            return
+        except Exception:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            if len(batch) == 1:
+                logger.exception("could not store %s", type(batch[0]).__name__)
+                return
+        # One bad record must not cost the others: write them one by one.
+        for record in batch:
+            self._write(conn, [record])

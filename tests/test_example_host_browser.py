@@ -1,0 +1,201 @@
+"""The example host's usage page: signing in, and the page in a real headless
+Chromium (Debian's ``chromium``; ``scripts/install-browser`` installs it)."""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import sqlite3
+import struct
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+import pytest
+
+from aibridge_asgi.testing import FakeResponse, streams
+
+from . import test_example_host
+from .test_example_host import RunningHost, messages
+
+start_host = test_example_host.start_host  # the fixture
+
+CHROMIUM = Path("/usr/bin/chromium")
+
+
+def chromium(url: str, profile: Path, *, screenshot: Path | None = None) -> str:
+    """Load ``url`` in headless Chromium; return the DOM (or take a screenshot)."""
+    if not CHROMIUM.exists():
+        pytest.fail(f"{CHROMIUM} is missing: run scripts/install-browser (scripts/test does)")
+    command = [
+        str(CHROMIUM),
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        f"--user-data-dir={profile}",
+        "--window-size=1280,1600",
+        f"--screenshot={screenshot}" if screenshot else "--dump-dom",
+        url,
+    ]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=90)
+    assert result.returncode == 0, result.stderr[-2000:]
+    return result.stdout
+
+
+def png_size(path: Path) -> tuple[int, int]:
+    data = path.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n", "not a PNG"
+    assert data[12:16] == b"IHDR"
+    width, height = struct.unpack(">II", data[16:24])
+    return width, height
+
+
+XSS = '<script>alert("x")</script> & friends'
+
+
+def _traffic(host: RunningHost, client: httpx.Client) -> dict[str, str]:
+    """Users and a few interceptions; returns the users' tokens."""
+    tokens = {
+        "root": host.user("root", admin=True),
+        "alice": host.user("alice"),
+        "bob": host.user("bob"),
+    }
+    assert host.host.fake is not None
+    host.host.fake.enqueue(
+        FakeResponse.sse(
+            streams.anthropic_events(
+                "Reading it.",
+                tool_calls=[streams.ToolCall("Read", {"file_path": "app.py"}, id="toolu_01")],
+                usage=streams.Usage(input_tokens=900, output_tokens=150, cache_read=4000),
+            )
+        )
+    )
+    long_prompt = "Refactor the payment module so that retries use exponential backoff " * 3
+    for token, path, ua, body in (
+        (
+            tokens["alice"],
+            "/anthropic/v1/messages",
+            "claude-cli/2.1.0",
+            messages("claude-sonnet-4-5", long_prompt, stream=True),
+        ),
+        (
+            tokens["alice"],
+            "/anthropic/v1/messages",
+            "claude-cli/2.1.0",
+            messages("claude-haiku-4-5", "Name this session", stream=False),
+        ),
+        (
+            tokens["bob"],
+            "/openai/v1/responses",
+            "codex_exec/0.171.0",
+            {"model": "gpt-5-codex", "input": XSS, "stream": True},
+        ),
+    ):
+        r = client.post(
+            host.bridge_url + path,
+            headers={"authorization": f"Bearer {token}", "user-agent": ua},
+            json=body,
+        )
+        assert r.status_code == 200, r.text
+    host.flush()
+    return tokens
+
+
+def test_usage_page_in_chromium(
+    start_host: Callable[..., RunningHost], client: httpx.Client, tmp_path: Path
+) -> None:
+    host = start_host()
+    tokens = _traffic(host, client)
+
+    # An admin sees everyone. (GET /login?token= sets the session cookie and
+    # redirects to the page: Chromium follows it.)
+    dom = chromium(f"{host.url}/login?token={tokens['root']}", tmp_path / "p1")
+    assert "<h1>AI usage" in dom, dom[:2000]
+    latest = dom[dom.index('id="latest"') :]
+    rows = re.findall(r"<tr data-interception=\"[^\"]+\">(.*?)</tr>", latest, re.S)
+    assert len(rows) == 3
+    cells = [re.findall(r"<td[^>]*>(.*?)</td>", row, re.S) for row in rows]
+    # newest first: started, user, client, model, prompt, tools, tokens, duration, status
+    assert [c[1:4] for c in cells] == [
+        ["bob", "Codex", "gpt-5-codex"],
+        ["alice", "Claude Code", "claude-haiku-4-5"],
+        ["alice", "Claude Code", "claude-sonnet-4-5"],
+    ]
+    assert cells[0][4] == '&lt;script&gt;alert("x")&lt;/script&gt; &amp; friends'
+    assert cells[1][4] == "Name this session"
+    assert cells[2][4].startswith("Refactor the payment module so that retries use exponential")
+    assert cells[2][4].endswith("…") and len(cells[2][4]) == 90
+    assert (cells[2][5], cells[2][6]) == ("Read", "4,900 / 150")
+    assert all("completed" in c[8] for c in cells)
+    assert "<script>" not in dom  # the prompt was escaped, not run
+    by_user = dom[dom.index('id="by-user"') : dom.index('id="by-model"')]
+    assert "alice" in by_user and "bob" in by_user
+    by_model = dom[dom.index('id="by-model"') : dom.index('id="latest"')]
+    for model in ("claude-sonnet-4-5", "claude-haiku-4-5", "gpt-5-codex"):
+        assert model in by_model
+    assert '<svg class="chart"' in dom
+    assert "3 requests · 4,924 tokens in · 164 tokens out" in dom  # 4,900 + 2 x 12
+
+    shot = tmp_path / "usage.png"
+    chromium(f"{host.url}/login?token={tokens['root']}", tmp_path / "p2", screenshot=shot)
+    assert png_size(shot) == (1280, 1600)
+    assert shot.stat().st_size > 30_000  # a rendered page, not a blank one
+
+    # A user sees only their own rows.
+    dom = chromium(f"{host.url}/login?token={tokens['alice']}", tmp_path / "p3")
+    latest = dom[dom.index('id="latest"') :]
+    assert len(re.findall(r"<tr data-interception=", latest)) == 2
+    assert "bob" not in dom and "gpt-5-codex" not in dom and "friends" not in dom
+
+    # Filtering by model, from the page's own links.
+    dom = chromium(
+        f"{host.url}/login?token={tokens['root']}&next=/usage%3Fmodel%3Dgpt-5-codex",
+        tmp_path / "p4",
+    )
+    latest = dom[dom.index('id="latest"') :]
+    assert len(re.findall(r"<tr data-interception=", latest)) == 1
+
+    # No session: the sign-in form.
+    dom = chromium(f"{host.url}/usage", tmp_path / "p5")
+    assert "<h1>Sign in</h1>" in dom
+    assert 'name="token"' in dom
+
+
+def test_sign_in_sets_a_session_cookie_not_the_token(
+    start_host: Callable[..., RunningHost],
+) -> None:
+    host = start_host()
+    token = host.user("alice")
+    with httpx.Client(base_url=host.url) as browser:
+        r = browser.get("/usage")
+        assert (r.status_code, r.headers["location"]) == (303, "/login?next=%2Fusage")
+        r = browser.post("/login", data={"token": "wrong-token", "next": "/usage"})
+        assert r.status_code == 401
+        assert "not valid" in r.text
+        r = browser.post("/login", data={"token": token, "next": "//evil.example/"})
+        assert (r.status_code, r.headers["location"]) == (303, "/usage")  # no open redirect
+        cookie = r.headers["set-cookie"]
+        assert "minicoder_session=" in cookie
+        assert "httponly" in cookie.lower() and "samesite=lax" in cookie.lower()
+        session_id = browser.cookies["minicoder_session"]
+        assert token not in cookie and session_id != token
+        r = browser.get("/usage")
+        assert r.status_code == 200
+        assert "alice" in r.text
+        assert "default-src 'none'" in r.headers["content-security-policy"]
+        # The same cookie opens the management API (read only).
+        assert browser.get("/api/v2/aibridge/interceptions").status_code == 200
+        # Signing out ends the session on the server, not just in the browser.
+        r = browser.post("/logout")
+        assert (r.status_code, r.headers["location"]) == (303, "/login")
+    r = httpx.get(host.url + "/usage", cookies={"minicoder_session": session_id})
+    assert r.status_code == 303
+    with contextlib.closing(sqlite3.connect(host.host.db.path)) as conn:
+        stored = conn.execute("SELECT hashed_id FROM web_sessions").fetchall()
+    assert all(session_id.encode() not in row[0] for row in stored)
