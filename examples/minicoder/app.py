@@ -23,8 +23,9 @@ from dataclasses import dataclass, field
 import anyio.to_thread
 from starlette.applications import Starlette
 from starlette.routing import BaseRoute, Mount
+from starlette.types import ASGIApp
 
-from aibridge_asgi import Bridge, create_bridge
+from aibridge_asgi import Bridge, BridgeHooks, create_bridge
 from aibridge_asgi.testing import ANTHROPIC_KEY, OPENAI_KEY, FakeUpstream
 
 from . import api, pages
@@ -122,6 +123,19 @@ def build_app(settings: Settings) -> Starlette:
             )
             if url and keys[name]
         }
+    # Prometheus metrics at /metrics when the [prometheus] extra is installed.
+    hooks: list[BridgeHooks] = []
+    metrics_app: ASGIApp | None = None
+    try:
+        from prometheus_client import CollectorRegistry, make_asgi_app
+
+        from aibridge_asgi.metrics import PrometheusHooks
+    except ImportError:
+        logger.info("prometheus_client is not installed: no /metrics")
+    else:
+        registry = CollectorRegistry()
+        hooks.append(PrometheusHooks(registry))
+        metrics_app = make_asgi_app(registry)
     bridge = create_bridge(
         resolve_token=make_resolver(db),
         provider_keys=keys,
@@ -130,6 +144,7 @@ def build_app(settings: Settings) -> Starlette:
         # Coder's CLI sends its token in this header; Authorization and
         # X-Api-Key are always looked at. The bridge never forwards them.
         token_headers=["Coder-Session-Token"],
+        hooks=hooks,
     )
     host = Host(settings, db, recorder, bridge, fake, [n for n, key in keys.items() if key])
 
@@ -144,6 +159,8 @@ def build_app(settings: Settings) -> Starlette:
         await host.aclose()
 
     routes: list[BaseRoute] = [*pages.routes, *api.routes]  # before the bridge's mount
+    if metrics_app is not None:
+        routes.append(Mount("/metrics", app=metrics_app))
     if fake is not None:
         routes.append(Mount(FAKE_PREFIX, app=fake))
     routes.append(Mount(BRIDGE_PREFIX, app=bridge))
