@@ -1,0 +1,33 @@
+// One Messages call through the bridge with the official Anthropic SDK for Node.
+// Usage: node anthropic_sdk.mjs <stream|plain> <prompt>
+// Environment: BRIDGE_ANTHROPIC_BASE_URL (".../anthropic"), BRIDGE_TOKEN (the host token,
+// given as apiKey, as ANTHROPIC_API_KEY would give it; SDK 1.x sends it as a bearer token).
+import Anthropic from "@anthropic-ai/sdk";
+
+const [mode, prompt] = process.argv.slice(2);
+const client = new Anthropic({
+  baseURL: process.env.BRIDGE_ANTHROPIC_BASE_URL,
+  apiKey: process.env.BRIDGE_TOKEN,
+  authToken: null,
+  maxRetries: 0,
+  timeout: 60_000,
+});
+const request = {
+  model: "claude-sonnet-4-6",
+  max_tokens: 256,
+  messages: [{ role: "user", content: prompt }],
+};
+
+let text = "";
+if (mode === "stream") {
+  const stream = client.messages.stream(request);
+  for await (const event of stream) {
+    if (event.type === "content_block_delta" && event.delta.type === "text_delta") {
+      text += event.delta.text;
+    }
+  }
+} else {
+  const message = await client.messages.create(request);
+  text = message.content.filter((b) => b.type === "text").map((b) => b.text).join("");
+}
+console.log(text);

@@ -1,0 +1,507 @@
+"""What the real-client tests share: the host, the scripted upstream, the
+outside-traffic trap, running a client, and the checks every run must pass.
+
+A run goes: the client (a real program from ``node_modules``) talks to a
+small Starlette host on loopback that mounts the bridge at
+``/api/v2/aibridge``; the bridge talks to the library's fake upstream on
+another loopback port. Nothing else is reachable: every client gets proxy
+variables pointing at :class:`OutsideTrap`, which refuses and remembers any
+attempt to reach a host that is not loopback, and an npm registry address
+that does not answer.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+from starlette.types import Message, Receive, Scope, Send
+
+from aibridge_asgi import (
+    InterceptionEnded,
+    InterceptionStarted,
+    PromptUsage,
+    TokenUsage,
+    ToolUsage,
+)
+from aibridge_asgi.testing import (
+    ANTHROPIC_KEY,
+    OPENAI_KEY,
+    FakeResponse,
+    FakeUpstream,
+    ReceivedRequest,
+)
+from aibridge_asgi.testing.streams import (
+    ToolCall,
+    Usage,
+    anthropic_events,
+    anthropic_message,
+    chat_completion,
+    chat_events,
+    response_events,
+    response_object,
+)
+
+from ..conftest import HOST_TOKEN, Running
+
+SUITE = Path(__file__).resolve().parent
+BIN = SUITE / "node_modules" / ".bin"
+MOUNT = "/api/v2/aibridge"
+ACTOR_ID = "alice"  # what tests/conftest.py's resolver names HOST_TOKEN's owner
+
+#: The scripted upstream's answer text; every client must print it.
+REPLY = "Relayed by the bridge: pelican 4711 says hello."
+#: Token counts the scripted upstream reports (in the bridge's convention:
+#: input excludes cached input). OpenAI's usage has no cache writes.
+ANTHROPIC_USAGE = Usage(input_tokens=321, output_tokens=54, cache_read=1200, cache_write=80)
+OPENAI_USAGE = Usage(input_tokens=321, output_tokens=54, cache_read=1200, reasoning=9)
+
+BRIDGED_PATHS = ("/v1/messages", "/v1/chat/completions", "/v1/responses")
+
+
+def client_program(name: str) -> str:
+    """The path of an installed client program; fails (never skips) when the
+    pinned clients are not installed."""
+    path = BIN / name
+    if not path.exists():
+        pytest.fail(
+            f"{path} is missing: install the pinned clients with `bash scripts/install-clients`",
+            pytrace=False,
+        )
+    return str(path)
+
+
+def require_package(name: str) -> Path:
+    """The folder of an installed npm package (an SDK); fails like :func:`client_program`."""
+    path = SUITE / "node_modules" / name
+    if not (path / "package.json").exists():
+        pytest.fail(
+            f"{path} is missing: install the pinned clients with `bash scripts/install-clients`",
+            pytrace=False,
+        )
+    return path
+
+
+# -- the host: the bridge mounted in Starlette, with what clients sent -------
+
+
+@dataclass
+class Incoming:
+    """One request as the client sent it to the host (before the bridge)."""
+
+    method: str
+    path: str
+    headers: dict[str, str]
+    status: int | None = None
+    interception_id: str | None = None
+
+
+class Capture:
+    """ASGI wrapper that remembers each request's headers as the client sent
+    them, and the interception id the bridge answered with."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+        self.seen: list[Incoming] = []
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        item = Incoming(
+            method=scope["method"],
+            path=scope["path"],
+            headers={k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]},
+        )
+        self.seen.append(item)
+
+        async def watch(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                item.status = message["status"]
+                for key, value in message.get("headers", []):
+                    if key.lower() == b"x-aibridge-interception-id":
+                        item.interception_id = value.decode("latin-1")
+            await send(message)
+
+        await self.app(scope, receive, watch)
+
+    def for_interception(self, interception_id: str) -> Incoming:
+        for item in self.seen:
+            if item.interception_id == interception_id:
+                return item
+        raise LookupError(f"no captured request answered with interception {interception_id}")
+
+
+# -- outside traffic ------------------------------------------------------------
+
+
+class OutsideTrap:
+    """A loopback 'proxy' that refuses every request and remembers where the
+    client wanted to go (``CONNECT host:443`` or an absolute URL)."""
+
+    def __init__(self) -> None:
+        self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._sock.bind(("127.0.0.1", 0))
+        self._sock.listen(64)
+        self.url = f"http://127.0.0.1:{self._sock.getsockname()[1]}"
+        self.seen: list[str] = []
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(target=self._serve, name="outside-trap", daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self._sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._refuse, args=(conn,), daemon=True).start()
+
+    def _refuse(self, conn: socket.socket) -> None:
+        with conn:
+            conn.settimeout(5)
+            try:
+                line = conn.recv(4096).split(b"\r\n", 1)[0].decode("latin-1")
+                parts = line.split()
+                target = parts[1] if len(parts) > 1 else line
+                with self._lock:
+                    self.seen.append(target)
+                conn.sendall(
+                    b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                )
+            except OSError:
+                pass
+
+    def since(self, start: int) -> list[str]:
+        with self._lock:
+            return list(self.seen[start:])
+
+    def close(self) -> None:
+        self._sock.close()
+
+
+def outside_host(target: str) -> str:
+    """``api.example.com`` from ``api.example.com:443`` or ``http://api.example.com/x``."""
+    if "://" in target:
+        target = target.split("://", 1)[1].split("/", 1)[0]
+    return target.rsplit(":", 1)[0] if ":" in target else target
+
+
+def allowed_host(host: str, allowed: Sequence[str]) -> bool:
+    """``host`` is one of ``allowed``, or ends with an entry that starts with a dot."""
+    return any(host == a or (a.startswith(".") and host.endswith(a)) for a in allowed)
+
+
+# -- the scripted upstream ------------------------------------------------------
+
+#: Decides, from a bridged request's path and body, whether the model answers
+#: with tool calls (a non-empty list) or with text.
+ToolPlan = Callable[[str, Mapping[str, Any]], Sequence[ToolCall]]
+
+
+def script_upstream(
+    fake: FakeUpstream,
+    *,
+    text: str = REPLY,
+    plan: ToolPlan | None = None,
+    times: int = 40,
+) -> None:
+    """Answer every bridged call (Messages, Chat Completions, Responses) with
+    ``text`` and the suite's token counts, streamed or not as the request
+    asks; with ``plan``, answer with the tool calls it returns instead.
+
+    Like the provider, it answers 401 to a call without the provider key.
+    """
+    fake.reply = text  # for calls outside the bridged APIs (count_tokens...)
+
+    def respond(request: ReceivedRequest) -> FakeResponse:
+        body = request.json()
+        stream = body.get("stream") is True
+        model = str(body.get("model") or "fake-model")
+        calls = list(plan(request.path, body)) if plan is not None else []
+        answer = "" if calls else text
+        if request.path == "/v1/messages":
+            if request.header("x-api-key") != ANTHROPIC_KEY:
+                return FakeResponse.json(
+                    {
+                        "type": "error",
+                        "error": {"type": "authentication_error", "message": "invalid x-api-key"},
+                    },
+                    401,
+                )
+            usage = ANTHROPIC_USAGE
+            if stream:
+                return FakeResponse.sse(
+                    anthropic_events(answer, model=model, tool_calls=calls, usage=usage)
+                )
+            return FakeResponse.json(
+                anthropic_message(answer, model=model, tool_calls=calls, usage=usage)
+            )
+        if request.header("authorization") != f"Bearer {OPENAI_KEY}":
+            error = {"message": "Incorrect API key provided.", "code": "invalid_api_key"}
+            return FakeResponse.json({"error": error}, 401)
+        usage = OPENAI_USAGE
+        if request.path == "/v1/chat/completions":
+            if stream:
+                options = body.get("stream_options")
+                with_usage = isinstance(options, dict) and options.get("include_usage") is True
+                return FakeResponse.sse(
+                    chat_events(
+                        answer, model=model, tool_calls=calls, usage=usage, include_usage=with_usage
+                    )
+                )
+            return FakeResponse.json(
+                chat_completion(answer, model=model, tool_calls=calls, usage=usage)
+            )
+        if stream:
+            return FakeResponse.sse(
+                response_events(answer, model=model, tool_calls=calls, usage=usage)
+            )
+        return FakeResponse.json(
+            response_object(answer, model=model, tool_calls=calls, usage=usage)
+        )
+
+    for path in BRIDGED_PATHS:
+        for _ in range(times):
+            fake.enqueue(respond, path=path)
+
+
+def expected_tokens(provider: str) -> tuple[int, int, int, int]:
+    """(input, output, cache read, cache write) the bridge should record."""
+    usage = ANTHROPIC_USAGE if provider == "anthropic" else OPENAI_USAGE
+    write = usage.cache_write if provider == "anthropic" else 0
+    return (usage.input_tokens, usage.output_tokens, usage.cache_read, write)
+
+
+# -- one client run -------------------------------------------------------------
+
+
+@dataclass
+class Result:
+    argv: list[str]
+    returncode: int
+    stdout: str
+    stderr: str
+    seconds: float
+
+    def describe(self) -> str:
+        return (
+            f"$ {' '.join(self.argv)}\nexit {self.returncode} after {self.seconds:.1f}s\n"
+            f"--- stdout (tail)\n{self.stdout[-3000:]}\n--- stderr (tail)\n{self.stderr[-3000:]}"
+        )
+
+
+@dataclass
+class Rig:
+    """A bridge under a Starlette host, its fake upstream, and a sandbox for
+    one client run (``home``, ``work``) under the test's tmp_path."""
+
+    running: Running
+    fake: FakeUpstream
+    capture: Capture
+    trap: OutsideTrap
+    root: Path
+    trap_start: int = 0
+    results: list[Result] = field(default_factory=list)
+
+    @property
+    def home(self) -> Path:
+        return self.root / "home"
+
+    @property
+    def work(self) -> Path:
+        return self.root / "work"
+
+    @property
+    def anthropic_url(self) -> str:
+        """What Anthropic clients take as base URL (they append /v1/messages)."""
+        return self.running.url + "/anthropic"
+
+    @property
+    def openai_url(self) -> str:
+        """What OpenAI clients take as base URL (they append /chat/completions...)."""
+        return self.running.url + "/openai/v1"
+
+    def env(self, extra: Mapping[str, str] | None = None) -> dict[str, str]:
+        """A clean environment: nothing of the caller's (no real keys, no
+        real HOME), everything outside loopback routed to the trap."""
+        node_dir = os.path.dirname(shutil.which("node") or "/usr/bin/node")
+        env = {
+            "PATH": os.pathsep.join(
+                dict.fromkeys((node_dir, "/usr/local/bin", "/usr/bin", "/bin"))
+            ),
+            "HOME": str(self.home),
+            "XDG_CONFIG_HOME": str(self.home / ".config"),
+            "XDG_DATA_HOME": str(self.home / ".local" / "share"),
+            "XDG_STATE_HOME": str(self.home / ".local" / "state"),
+            "XDG_CACHE_HOME": str(self.home / ".cache"),
+            "TMPDIR": str(self.root / "tmp"),
+            "LANG": "C.UTF-8",
+            "TERM": "dumb",
+            "NO_COLOR": "1",
+            "npm_config_registry": "http://127.0.0.1:9/",
+            "npm_config_update_notifier": "false",
+        }
+        for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY"):
+            env[name] = env[name.lower()] = self.trap.url
+        env["NO_PROXY"] = env["no_proxy"] = "127.0.0.1,localhost,::1"
+        env.update(extra or {})
+        return env
+
+    def run(self, argv: Sequence[str], env: Mapping[str, str], timeout: float = 120.0) -> Result:
+        """Run a client in ``work`` with no stdin; kill its whole process
+        group when it is done or out of time."""
+        argv = [str(a) for a in argv]
+        started = time.monotonic()
+        proc = subprocess.Popen(
+            argv,
+            cwd=self.work,
+            env=dict(env),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            errors="replace",
+            start_new_session=True,
+        )
+        timed_out = False
+        try:
+            stdout, stderr = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            timed_out = True
+            _kill_group(proc.pid)
+            stdout, stderr = proc.communicate()
+        _kill_group(proc.pid)  # helpers the client left behind
+        result = Result(argv, proc.returncode, stdout, stderr, time.monotonic() - started)
+        self.results.append(result)
+        if timed_out:
+            pytest.fail(f"client timed out after {timeout}s\n{result.describe()}", pytrace=False)
+        return result
+
+    def settle(self, timeout: float = 10.0) -> None:
+        """Wait until every started interception has ended and its records arrived."""
+        recorder = self.running.recorder
+
+        def done(r: Any) -> bool:
+            return len(r.of_type(InterceptionEnded)) >= len(r.of_type(InterceptionStarted))
+
+        recorder.wait_sync(done, timeout)
+        self.running.flush()
+
+    def outside(self) -> list[str]:
+        return self.trap.since(self.trap_start)
+
+    def bridged_requests(self) -> list[ReceivedRequest]:
+        return [r for r in self.fake.requests if r.path in BRIDGED_PATHS]
+
+
+def _kill_group(pgid: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, signal.SIGKILL)
+
+
+# -- the checks every run passes ----------------------------------------------
+
+
+def check_run(
+    rig: Rig,
+    result: Result,
+    *,
+    prompt: str,
+    client: str,
+    provider: str,
+    session_header: str | None,
+    allowed_outside: Sequence[str] = (),
+    reply: str = REPLY,
+) -> InterceptionStarted:
+    """Assert what the issue asks of every run; return the start record of
+    the interception that carried the prompt."""
+    assert result.returncode == 0, result.describe()
+    assert reply in result.stdout, result.describe()
+    rig.settle()
+    records = rig.running.recorder
+
+    # The client sent the host token to the host ...
+    assert rig.capture.seen, "the client sent nothing to the bridge"
+    bridged_in = [i for i in rig.capture.seen if i.interception_id is not None]
+    assert bridged_in, f"no bridged call: {[(i.method, i.path) for i in rig.capture.seen]}"
+    for item in bridged_in:
+        sent = item.headers.get("authorization", "") + " " + item.headers.get("x-api-key", "")
+        assert HOST_TOKEN in sent, f"{item.path} did not carry the host token: {item.headers}"
+
+    # ... and the upstream saw only the provider key.
+    upstream = rig.bridged_requests()
+    assert upstream, "no bridged call reached the fake upstream"
+    for request in rig.fake.requests:
+        for name, value in request.headers:
+            assert HOST_TOKEN not in value, f"host token upstream in header {name}"
+        assert HOST_TOKEN.encode() not in request.body, f"host token upstream in {request.path}"
+    for request in upstream:
+        if provider == "anthropic":
+            assert request.header("x-api-key") == ANTHROPIC_KEY, request.headers
+            assert request.header("authorization") is None, request.headers
+        else:
+            assert request.header("authorization") == f"Bearer {OPENAI_KEY}", request.headers
+            assert request.header("x-api-key") is None, request.headers
+
+    # Records: the prompt, who, which client, which session, tokens, outcome.
+    prompts = [p for p in records.of_type(PromptUsage) if prompt in p.prompt]
+    assert prompts, (
+        f"no PromptUsage holds {prompt!r}: {[p.prompt[:200] for p in records.of_type(PromptUsage)]}"
+    )
+    interception_id = prompts[-1].interception_id
+    started = records.started(interception_id)
+    assert started is not None
+    incoming = rig.capture.for_interception(interception_id)
+    assert started.actor.id == ACTOR_ID
+    assert started.provider == provider
+    assert started.client == client, f"user agent {started.user_agent!r}"
+    assert started.user_agent == incoming.headers.get("user-agent")
+    if session_header is None:
+        assert started.client_session_id is None
+    else:
+        sent_session = incoming.headers.get(session_header)
+        assert sent_session, f"the client sent no {session_header} header: {incoming.headers}"
+        assert started.client_session_id == sent_session
+
+    starts = records.of_type(InterceptionStarted)
+    assert len(starts) == len(upstream), "one interception per bridged upstream call"
+    for start in starts:
+        assert start.actor.id == ACTOR_ID
+        assert start.client == client
+    tokens = records.of_type(TokenUsage)
+    assert [t.interception_id for t in tokens if t.interception_id == interception_id] == [
+        interception_id
+    ], "exactly one TokenUsage for the prompt's interception"
+    for usage in tokens:
+        got = (
+            usage.input_tokens,
+            usage.output_tokens,
+            usage.cache_read_input_tokens,
+            usage.cache_write_input_tokens,
+        )
+        assert got == expected_tokens(provider), usage
+    assert len(tokens) == len(starts)
+    for end in records.of_type(InterceptionEnded):
+        assert (end.status, end.http_status, end.error) == ("completed", 200, None), end
+
+    # Nothing left loopback except what this client is known to try (refused).
+    unexpected = [t for t in rig.outside() if not allowed_host(outside_host(t), allowed_outside)]
+    assert not unexpected, f"the client tried to reach outside hosts: {unexpected}"
+    return started
+
+
+def tool_usages(rig: Rig) -> list[ToolUsage]:
+    return rig.running.recorder.of_type(ToolUsage)

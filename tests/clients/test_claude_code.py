@@ -1,0 +1,123 @@
+"""Claude Code (`claude -p`) through the bridge's Anthropic route."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import pytest
+
+from aibridge_asgi.testing.streams import ToolCall
+
+from ..conftest import HOST_TOKEN
+from .harness import REPLY, Rig, check_run, client_program, script_upstream, tool_usages
+
+PROMPT = "Give me a one-line greeting for the bridge check."
+SESSION_HEADER = "x-claude-code-session-id"
+
+
+def claude_env(rig: Rig, credential_variable: str) -> dict[str, str]:
+    return rig.env(
+        {
+            "ANTHROPIC_BASE_URL": rig.anthropic_url,
+            credential_variable: HOST_TOKEN,
+            "CLAUDE_CONFIG_DIR": str(rig.home / ".claude"),
+            "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
+            "DISABLE_AUTOUPDATER": "1",
+            "DISABLE_TELEMETRY": "1",
+            "DISABLE_ERROR_REPORTING": "1",
+        }
+    )
+
+
+def prompt_calls(rig: Rig) -> list[dict[str, Any]]:
+    """Bodies of the Messages calls that carry tools (the agent's turns, as
+    opposed to side calls such as title generation)."""
+    return [
+        r.json() for r in rig.fake.requests if r.path == "/v1/messages" and r.json().get("tools")
+    ]
+
+
+@pytest.mark.parametrize("credential_variable", ["ANTHROPIC_AUTH_TOKEN", "ANTHROPIC_API_KEY"])
+def test_claude_code_prompt(rig: Rig, credential_variable: str) -> None:
+    script_upstream(rig.fake)
+    result = rig.run([client_program("claude"), "-p", PROMPT], claude_env(rig, credential_variable))
+    started = check_run(
+        rig,
+        result,
+        prompt=PROMPT,
+        client="Claude Code",
+        provider="anthropic",
+        session_header=SESSION_HEADER,
+    )
+    # The host token went where the variable puts it.
+    incoming = rig.capture.for_interception(started.interception_id)
+    if credential_variable == "ANTHROPIC_AUTH_TOKEN":
+        assert incoming.headers.get("authorization") == f"Bearer {HOST_TOKEN}"
+    else:
+        assert incoming.headers.get("x-api-key") == HOST_TOKEN
+    # The session id is also in the body's metadata; both name the same session.
+    body = next(b for b in prompt_calls(rig) if PROMPT in json.dumps(b["messages"]))
+    assert json.loads(body["metadata"]["user_id"])["session_id"] == started.client_session_id
+    # anthropic-beta and anthropic-version reach the upstream as sent.
+    upstream = rig.bridged_requests()[-1]
+    assert upstream.header("anthropic-beta") == incoming.headers.get("anthropic-beta")
+    assert upstream.header("anthropic-version") == incoming.headers.get("anthropic-version")
+
+
+def _has_tool_result(body: Mapping[str, Any]) -> bool:
+    for message in body.get("messages", []):
+        content = message.get("content")
+        if (
+            message.get("role") == "user"
+            and isinstance(content, list)
+            and any(isinstance(p, dict) and p.get("type") == "tool_result" for p in content)
+        ):
+            return True
+    return False
+
+
+def test_claude_code_runs_its_read_tool(rig: Rig) -> None:
+    secret = f"bridge-notes-{uuid.uuid4().hex[:12]}"
+    notes = rig.work / "notes.txt"
+    notes.write_text(f"The launch code is {secret}.\n")
+    call = ToolCall("Read", {"file_path": str(notes)}, id="toolu_bridge_read_01")
+
+    def plan(path: str, body: Mapping[str, Any]) -> Sequence[ToolCall]:
+        offered = {t.get("name") for t in body.get("tools", [])}
+        if "Read" in offered and not _has_tool_result(body):
+            return [call]
+        return []
+
+    script_upstream(rig.fake, plan=plan)
+    prompt = "Read notes.txt and tell me what it says."
+    result = rig.run(
+        [client_program("claude"), "-p", prompt], claude_env(rig, "ANTHROPIC_AUTH_TOKEN")
+    )
+    check_run(
+        rig,
+        result,
+        prompt=prompt,
+        client="Claude Code",
+        provider="anthropic",
+        session_header=SESSION_HEADER,
+    )
+    turns = prompt_calls(rig)
+    assert len(turns) >= 2, f"expected a second turn after the tool call, got {len(turns)}"
+    # The second turn carries the tool result: the file's content, read by Claude Code.
+    results = [
+        part
+        for message in turns[-1]["messages"]
+        if isinstance(message.get("content"), list)
+        for part in message["content"]
+        if isinstance(part, dict) and part.get("type") == "tool_result"
+    ]
+    assert [r["tool_use_id"] for r in results] == [call.id]
+    assert secret in json.dumps(results[0]["content"])
+    usages = tool_usages(rig)
+    assert [(u.tool, u.tool_call_id, u.args, u.injected) for u in usages] == [
+        ("Read", call.id, {"file_path": str(notes)}, False)
+    ]
+    assert REPLY in result.stdout
