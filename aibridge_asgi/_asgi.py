@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from starlette.types import Receive, Send
+import anyio
+from starlette.types import Receive, Scope, Send
 
 from .errors import BridgeError, error_body
 from .hooks import BridgeHooks
@@ -43,6 +44,7 @@ class Runtime:
     keepalive_interval: float | None
     strip_headers: frozenset[bytes]
     hooks: tuple[BridgeHooks, ...] = ()
+    body_timeout: float | None = None
 
 
 def content_length(headers: Sequence[tuple[bytes, bytes]]) -> int | None:
@@ -53,25 +55,35 @@ def content_length(headers: Sequence[tuple[bytes, bytes]]) -> int | None:
     return None
 
 
-async def read_body(receive: Receive, limit: int, declared: int | None) -> bytes:
-    """Read the whole request body, refusing (413) as soon as it passes ``limit``."""
+async def read_body(rt: Runtime, scope: Scope, receive: Receive) -> bytes:
+    """Read the whole request body: 413 as soon as it passes the size limit
+    (nothing past it is buffered), 408 if it takes longer than the body
+    timeout (slow uploads), :class:`ClientGone` if the client leaves."""
+    limit = rt.max_body_size
     too_large = BridgeError(413, f"request body is larger than the limit of {limit} bytes")
+    declared = content_length(scope["headers"])
     if declared is not None and declared > limit:
         raise too_large
     chunks: list[bytes] = []
     size = 0
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            raise ClientGone()
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > limit:
-            raise too_large
-        if chunk:
-            chunks.append(chunk)
-        if not message.get("more_body", False):
-            break
+    try:
+        with anyio.fail_after(rt.body_timeout):
+            while True:
+                message = await receive()
+                if message["type"] == "http.disconnect":
+                    raise ClientGone()
+                chunk = message.get("body", b"")
+                size += len(chunk)
+                if size > limit:
+                    raise too_large
+                if chunk:
+                    chunks.append(chunk)
+                if not message.get("more_body", False):
+                    break
+    except TimeoutError:
+        raise BridgeError(
+            408, f"request body was not received within {rt.body_timeout:g} seconds"
+        ) from None
     return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 

@@ -275,6 +275,7 @@ def create_bridge(
     strip_headers: Sequence[str] = (),
     max_body_size: int = DEFAULT_MAX_BODY_SIZE,
     keepalive_interval: float | None = 15.0,
+    body_timeout: float | None = 120.0,
     hooks: Sequence[BridgeHooks] = (),
 ) -> Bridge:
     """Build the bridge's ASGI app.
@@ -298,6 +299,8 @@ def create_bridge(
     :param max_body_size: request bodies above this many bytes get 413.
     :param keepalive_interval: seconds of upstream silence after which a
         started stream gets an SSE comment line; ``None`` turns it off.
+    :param body_timeout: seconds a client may take to send its whole request
+        body (408 after that; bounds slow uploads); ``None`` for no limit.
     :param hooks: :class:`~aibridge_asgi.hooks.BridgeHooks` called as
         interceptions progress (metrics, traces; see docs/observability.md).
     """
@@ -322,6 +325,7 @@ def create_bridge(
         hooks=hook_list,
         max_body_size=max_body_size,
         keepalive_interval=keepalive_interval,
+        body_timeout=body_timeout,
         strip_headers=strip | HOST_CREDENTIALS,
     )
     return Bridge(

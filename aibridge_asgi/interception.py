@@ -29,7 +29,6 @@ from ._asgi import (
     UPSTREAM_UNREACHABLE,
     ClientGone,
     Runtime,
-    content_length,
     read_body,
     send_error,
     upstream_url,
@@ -52,6 +51,19 @@ logger = logging.getLogger("aibridge_asgi")
 end_log = logging.getLogger("aibridge_asgi.interceptions")
 
 INTERCEPTION_ID_HEADER = b"x-aibridge-interception-id"
+
+
+def _check_content_type(value: str | None) -> None:
+    """415 unless the body is declared as JSON. A missing content type is
+    accepted (the body must still parse as JSON)."""
+    if value is None:
+        return
+    media = value.partition(";")[0].strip().lower()
+    if media == "application/json" or (
+        media.startswith("application/") and media.endswith("+json")
+    ):
+        return
+    raise BridgeError(415, f"content-type must be application/json, not {media[:60]!r}")
 
 
 def _parse_request(raw: bytes) -> dict[str, Any]:
@@ -112,7 +124,8 @@ async def intercept(
     refusal: BridgeError | None = None
     gone = False
     try:
-        raw = await read_body(receive, rt.max_body_size, content_length(raw_headers))
+        _check_content_type(headers.get("content-type"))
+        raw = await read_body(rt, scope, receive)
         body = _parse_request(raw)
         _check_request(body, route.api)
     except BridgeError as exc:

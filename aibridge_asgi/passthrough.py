@@ -16,7 +16,6 @@ from ._asgi import (
     UPSTREAM_TIMEOUT,
     UPSTREAM_UNREACHABLE,
     Runtime,
-    content_length,
     read_body,
     send_error,
     upstream_url,
@@ -58,7 +57,7 @@ async def _forward(
     kind = provider.kind
     raw_headers = scope["headers"]
     try:
-        body = await read_body(receive, rt.max_body_size, content_length(raw_headers))
+        body = await read_body(rt, scope, receive)
     except BridgeError as exc:
         await send_error(send, kind, exc)
         return exc.status
