@@ -29,11 +29,26 @@ __all__ = [
 
 
 class UpstreamUnreachable(Exception):
-    """No response: connection refused, DNS or TLS failure, connection reset."""
+    """No response: connection refused, DNS or TLS failure, connection reset.
+
+    ``before_send`` is True when no connection was made, so the request
+    cannot have reached the upstream (safe to retry).
+    """
+
+    def __init__(self, message: str, *, before_send: bool = False) -> None:
+        super().__init__(message)
+        self.before_send = before_send
 
 
 class UpstreamTimeout(Exception):
-    """No response in time (connect, write, or read before the headers)."""
+    """No response in time (connect, write, or read before the headers).
+
+    ``before_send`` is True for a connect timeout.
+    """
+
+    def __init__(self, message: str, *, before_send: bool = False) -> None:
+        super().__init__(message)
+        self.before_send = before_send
 
 
 class UpstreamStreamError(Exception):
@@ -150,10 +165,13 @@ class HttpxUpstream:
             response = await client.send(request, stream=True, follow_redirects=False)
         except httpx.TimeoutException as exc:
             raise UpstreamTimeout(
-                f"upstream did not answer in time ({type(exc).__name__})"
+                f"upstream did not answer in time ({type(exc).__name__})",
+                before_send=isinstance(exc, httpx.ConnectTimeout),
             ) from None
         except httpx.TransportError as exc:
-            raise UpstreamUnreachable(_describe(exc)) from None
+            raise UpstreamUnreachable(
+                _describe(exc), before_send=isinstance(exc, httpx.ConnectError)
+            ) from None
         return _HttpxResponse(response)
 
     async def aclose(self) -> None:
@@ -229,11 +247,13 @@ class AiohttpUpstream:
             )
         except TimeoutError as exc:
             raise UpstreamTimeout(
-                f"upstream did not answer in time ({type(exc).__name__})"
+                f"upstream did not answer in time ({type(exc).__name__})",
+                before_send=isinstance(exc, aiohttp.ConnectionTimeoutError),
             ) from None
         except aiohttp.ClientError as exc:
             raise UpstreamUnreachable(
-                f"upstream connection failed ({type(exc).__name__})"
+                f"upstream connection failed ({type(exc).__name__})",
+                before_send=isinstance(exc, aiohttp.ClientConnectorError),
             ) from None
         return _AiohttpResponse(response)
 

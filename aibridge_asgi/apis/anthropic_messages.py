@@ -83,10 +83,9 @@ class MessagesInterception(ApiInterception):
         elif kind == "message_stop":
             self._stopped = True
         elif kind == "error":
-            error = payload.get("error") or {}
-            self.error = (
-                f"upstream error event: {error.get('type', 'error')}: {error.get('message', '')}"
-            )
+            error = payload.get("error")
+            error = error if isinstance(error, dict) else {}
+            self.upstream_error(error.get("type"), error.get("message"))
         return True
 
     def _merge_usage(self, usage: Any) -> None:

@@ -17,6 +17,7 @@ from ..sse import SSEEvent
 __all__ = ["ApiInterception", "parse_args", "text_of_parts"]
 
 _SYSTEM_REMINDER = "<system-reminder>"
+_OVERLOAD_WORDS = ("overloaded", "rate_limit", "server_error", "capacity", "unavailable")
 
 
 def parse_args(raw: str) -> Any:
@@ -71,6 +72,9 @@ class ApiInterception:
         #: Set when the upstream reported an error inside a 200 response,
         #: or when the response could not be understood.
         self.error: str | None = None
+        #: Set when that error says the upstream is overloaded or rate limited
+        #: (it then counts against the circuit breaker).
+        self.overloaded = False
         self._records: list[Record] = []
         self._prompt = self.extract_prompt(body)
         self._prompt_recorded = self._prompt is None
@@ -144,6 +148,13 @@ class ApiInterception:
         """Record one piece of model reasoning (empty text is skipped)."""
         if content:
             self._records.append(ModelThought(self.interception_id, content, source))
+
+    def upstream_error(self, code: Any, message: Any) -> None:
+        """Note an error the upstream reported inside a 200 answer."""
+        code_text = str(code) if code else "error"
+        self.error = f"upstream error event: {code_text}: {message or ''}".rstrip(": ")
+        if any(word in code_text.lower() for word in _OVERLOAD_WORDS):
+            self.overloaded = True
 
     def drain(self) -> list[Record]:
         """Return and forget the records produced so far."""

@@ -161,9 +161,11 @@ class ChatCompletionsInterception(ApiInterception):
         if not isinstance(chunk, dict):
             return True
         if "error" in chunk:
-            error = chunk.get("error") or {}
-            message = error.get("message", "") if isinstance(error, dict) else str(error)
-            self.error = f"upstream error chunk: {message}"
+            error = chunk.get("error")
+            if isinstance(error, dict):
+                self.upstream_error(error.get("code") or error.get("type"), error.get("message"))
+            else:
+                self.upstream_error(None, error)
             return True
         self.set_response_id(chunk.get("id"))
         choices = chunk.get("choices")

@@ -93,12 +93,12 @@ class ResponsesInterception(ApiInterception):
                 self._response(response)
         elif kind == "error":
             message = payload.get("message")
+            code = payload.get("code")
             error = payload.get("error")
-            if message is None and isinstance(error, dict):
-                message = error.get("message")
-            self.error = (
-                f"upstream error event: {payload.get('code') or ''} {message or ''}".strip()
-            )
+            if isinstance(error, dict):
+                message = message or error.get("message")
+                code = code or error.get("code") or error.get("type")
+            self.upstream_error(code, message)
         return True
 
     def _response(self, response: Mapping[str, Any]) -> None:
