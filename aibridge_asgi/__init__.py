@@ -8,7 +8,8 @@
 from __future__ import annotations
 
 from .app import Bridge, TokenResolver, create_bridge
-from .config import ProviderConfig, Timeouts
+from .breaker import CircuitBreakerConfig
+from .config import ProviderConfig, RetryPolicy, Timeouts
 from .hooks import BridgeHooks, Timings
 from .records import (
     Actor,
@@ -28,6 +29,7 @@ __all__ = [
     "Actor",
     "Bridge",
     "BridgeHooks",
+    "CircuitBreakerConfig",
     "InterceptionEnded",
     "InterceptionStarted",
     "ModelThought",
@@ -35,6 +37,7 @@ __all__ = [
     "ProviderConfig",
     "Record",
     "Recorder",
+    "RetryPolicy",
     "Timeouts",
     "Timings",
     "TokenResolver",

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import anyio
 from starlette.types import Receive, Scope, Send
 
+from .breaker import CircuitBreakers
+from .config import RetryPolicy
 from .errors import BridgeError, error_body
 from .hooks import BridgeHooks
 from .records import RecordQueue
@@ -45,6 +47,8 @@ class Runtime:
     strip_headers: frozenset[bytes]
     hooks: tuple[BridgeHooks, ...] = ()
     body_timeout: float | None = None
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    breakers: CircuitBreakers | None = None
 
 
 def content_length(headers: Sequence[tuple[bytes, bytes]]) -> int | None:

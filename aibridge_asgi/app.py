@@ -23,7 +23,8 @@ from starlette.types import Receive, Scope, Send
 
 from ._asgi import ClientGone, Runtime, send_error
 from .auth import HOST_CREDENTIALS, extract_token
-from .config import DEFAULT_MAX_BODY_SIZE, ProviderConfig, Timeouts
+from .breaker import CircuitBreakerConfig, CircuitBreakers
+from .config import DEFAULT_MAX_BODY_SIZE, ProviderConfig, RetryPolicy, Timeouts
 from .errors import BridgeError, error_body
 from .hooks import BridgeHooks
 from .hooks import call as call_hooks
@@ -276,6 +277,8 @@ def create_bridge(
     max_body_size: int = DEFAULT_MAX_BODY_SIZE,
     keepalive_interval: float | None = 15.0,
     body_timeout: float | None = 120.0,
+    retry: RetryPolicy | None = None,
+    circuit_breaker: CircuitBreakerConfig | None = None,
     hooks: Sequence[BridgeHooks] = (),
 ) -> Bridge:
     """Build the bridge's ASGI app.
@@ -301,6 +304,10 @@ def create_bridge(
         started stream gets an SSE comment line; ``None`` turns it off.
     :param body_timeout: seconds a client may take to send its whole request
         body (408 after that; bounds slow uploads); ``None`` for no limit.
+    :param retry: when to call the upstream again before answering (see
+        :class:`RetryPolicy`; default: once, for connection failures only).
+    :param circuit_breaker: per (provider, route, model) breakers; ``None``
+        (the default) turns them off.
     :param hooks: :class:`~aibridge_asgi.hooks.BridgeHooks` called as
         interceptions progress (metrics, traces; see docs/observability.md).
     """
@@ -319,7 +326,18 @@ def create_bridge(
     def on_recorded(record: Record, seconds: float, error: BaseException | None) -> None:
         call_hooks(hook_list, "recorded", record, seconds, error)
 
+    breakers = None
+    if circuit_breaker is not None:
+
+        def on_change(key: tuple[str, str, str], state: str) -> None:
+            logger.warning("circuit breaker %s is now %s", "/".join(key), state)
+            call_hooks(hook_list, "circuit_changed", key, state)
+
+        breakers = CircuitBreakers(circuit_breaker, on_change)
+
     runtime = Runtime(
+        retry=retry or RetryPolicy(),
+        breakers=breakers,
         upstream=upstream,
         records=RecordQueue(recorder, on_recorded if hook_list else None),
         hooks=hook_list,

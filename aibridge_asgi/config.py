@@ -13,6 +13,7 @@ __all__ = [
     "DEFAULT_MAX_BODY_SIZE",
     "ProviderConfig",
     "ProviderKind",
+    "RetryPolicy",
     "Timeouts",
 ]
 
@@ -114,3 +115,28 @@ class Timeouts:
     read: float = 600.0
     write: float = 60.0
     pool: float = 30.0
+
+
+def _no_statuses() -> frozenset[int]:
+    return frozenset()
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """When the bridge calls the upstream again, always before any byte of
+    the answer reached the client.
+
+    The default retries once, after ``backoff`` seconds, when no connection
+    could be made (refused, DNS, TLS, connect timeout): the request cannot
+    have reached the upstream. Statuses are not retried by default: coding
+    clients retry 429/529 themselves, and retrying here too multiplies the
+    load on an overloaded provider. Put statuses in ``statuses`` to retry
+    them; a ``Retry-After`` longer than ``max_wait`` seconds is not waited
+    for (the answer goes to the client).
+    """
+
+    max_retries: int = 1
+    connect_errors: bool = True
+    statuses: frozenset[int] = field(default_factory=_no_statuses)
+    max_wait: float = 10.0
+    backoff: float = 0.25

@@ -76,6 +76,13 @@ class BridgeHooks:
         """The recorder took ``seconds`` to handle ``record`` (``error`` if it raised).
         Called from the recorder worker, off the request path."""
 
+    def circuit_changed(self, key: tuple[str, str, str], state: str) -> None:
+        """The breaker for (provider name, route, model) went ``closed``,
+        ``open`` or ``half_open``."""
+
+    def circuit_rejected(self, key: tuple[str, str, str]) -> None:
+        """A call was refused (503) because its breaker is open."""
+
     def passthrough_done(
         self, provider: ProviderConfig, method: str, status: int | None, seconds: float
     ) -> None:

@@ -42,7 +42,7 @@ from .hooks import call as call_hooks
 from .records import Actor, InterceptionEnded, InterceptionStarted, utcnow
 from .relay import Outcome, relay_body, relay_stream
 from .routing import RESPONSES, Route
-from .upstream import UpstreamTimeout, UpstreamUnreachable
+from .upstream import UpstreamResponse, UpstreamTimeout, UpstreamUnreachable
 
 __all__ = ["INTERCEPTION_ID_HEADER", "intercept"]
 
@@ -292,6 +292,93 @@ async def _exchange(
         outcome.status, outcome.error = "cancelled", "client disconnected"
 
 
+def _retry_after(headers: list[tuple[bytes, bytes]]) -> float | None:
+    """Seconds from a ``Retry-After`` header (delta-seconds form only)."""
+    for name, value in headers:
+        if name == b"retry-after":
+            try:
+                return max(float(value), 0.0)
+            except ValueError:
+                return None
+    return None
+
+
+async def _send_upstream(
+    rt: Runtime,
+    send: Send,
+    route: Route,
+    api: ApiInterception,
+    url: str,
+    headers: list[tuple[bytes, bytes]],
+    body: bytes,
+    id_header: tuple[bytes, bytes],
+    outcome: Outcome,
+) -> UpstreamResponse | None:
+    """Send upstream, retrying as the policy allows (nothing has reached the
+    client yet) and as the circuit breaker permits. Returns the response to
+    relay, or None when the client was already answered with an error."""
+    kind = route.provider.kind
+    policy = rt.retry
+    breakers = rt.breakers
+    key = (route.provider.name, route.api or "", str(api.body.get("model", "")))
+    attempt = 0
+    while True:
+        if breakers is not None:
+            wait = breakers.acquire(key)
+            if wait is not None:
+                outcome.http_status, outcome.error = 503, "circuit breaker open"
+                if rt.hooks:
+                    call_hooks(rt.hooks, "circuit_rejected", key)
+                error = BridgeError(
+                    503,
+                    "the upstream provider is failing for this model; "
+                    f"the gateway is not calling it for {wait} s",
+                    headers=((b"retry-after", str(wait).encode()),),
+                )
+                await send_error(send, kind, error, (id_header,))
+                return None
+        began = time.perf_counter()
+        if outcome.upstream_began is None:
+            outcome.upstream_began = began
+        try:
+            response = await rt.upstream.send("POST", url, headers, body)
+        except (UpstreamTimeout, UpstreamUnreachable) as exc:
+            if breakers is not None:
+                breakers.record(key, True)
+            if attempt < policy.max_retries and policy.connect_errors and exc.before_send:
+                attempt += 1
+                await anyio.sleep(policy.backoff * 2 ** (attempt - 1))
+                continue
+            outcome.upstream_ended = time.perf_counter()
+            status, answer = (
+                (504, UPSTREAM_TIMEOUT)
+                if isinstance(exc, UpstreamTimeout)
+                else (502, UPSTREAM_UNREACHABLE)
+            )
+            outcome.http_status, outcome.error = status, str(exc)
+            if rt.hooks:
+                call_hooks(rt.hooks, "upstream_failed", api.interception_id, status, str(exc))
+            await send_error(send, kind, answer, (id_header,))
+            return None
+        status = response.status
+        if rt.hooks:
+            seconds = time.perf_counter() - began
+            call_hooks(rt.hooks, "upstream_responded", api.interception_id, status, seconds)
+        if breakers is not None and status >= 400:
+            # The upstream answered: only overload statuses count against it.
+            breakers.record(key, breakers.is_failure_status(status))
+        if status in policy.statuses and attempt < policy.max_retries:
+            wait_for = _retry_after(response.headers)
+            delay = policy.backoff * 2**attempt if wait_for is None else wait_for
+            if delay <= policy.max_wait:
+                with anyio.CancelScope(shield=True):
+                    await response.aclose()
+                attempt += 1
+                await anyio.sleep(delay)
+                continue
+        return response
+
+
 async def _call(
     rt: Runtime,
     send: Send,
@@ -303,40 +390,25 @@ async def _call(
     id_header: tuple[bytes, bytes],
     outcome: Outcome,
 ) -> None:
-    kind = route.provider.kind
-    body = api.upstream_body(raw)
-    outcome.upstream_began = began = time.perf_counter()
-    try:
-        response = await rt.upstream.send("POST", url, headers, body)
-    except UpstreamTimeout as exc:
-        outcome.upstream_ended = time.perf_counter()
-        outcome.http_status, outcome.error = 504, str(exc)
-        if rt.hooks:
-            call_hooks(rt.hooks, "upstream_failed", api.interception_id, 504, str(exc))
-        await send_error(
-            send,
-            kind,
-            UPSTREAM_TIMEOUT,
-            (id_header,),
-        )
+    response = await _send_upstream(
+        rt, send, route, api, url, headers, api.upstream_body(raw), id_header, outcome
+    )
+    if response is None:
         return
-    except UpstreamUnreachable as exc:
-        outcome.upstream_ended = time.perf_counter()
-        outcome.http_status, outcome.error = 502, str(exc)
-        if rt.hooks:
-            call_hooks(rt.hooks, "upstream_failed", api.interception_id, 502, str(exc))
-        await send_error(send, kind, UPSTREAM_UNREACHABLE, (id_header,))
-        return
-    if rt.hooks:
-        seconds = time.perf_counter() - began
-        call_hooks(rt.hooks, "upstream_responded", api.interception_id, response.status, seconds)
+    key = (route.provider.name, route.api or "", str(api.body.get("model", "")))
+    verdict: bool | None = None
     try:
         content_type = next((v for k, v in response.headers if k == b"content-type"), b"")
         if content_type.startswith(b"text/event-stream"):
             await relay_stream(rt, send, api, response, id_header, outcome)
         else:
-            await relay_body(rt, send, kind, api, response, id_header, outcome)
+            await relay_body(rt, send, route.provider.kind, api, response, id_header, outcome)
+        verdict = api.overloaded
     finally:
+        if rt.breakers is not None and response.status < 400:
+            # Success unless a mid-stream overload error came; no verdict if
+            # the client left or the bridge failed before the end.
+            rt.breakers.record(key, verdict)
         if outcome.upstream_ended is None:
             outcome.upstream_ended = time.perf_counter()
         with anyio.CancelScope(shield=True):

@@ -31,6 +31,7 @@ from .records import (
 __all__ = ["PrometheusHooks"]
 
 _LATENCY = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
+_STATES = {"closed": 0, "half_open": 1, "open": 2}
 _OVERHEAD = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1)
 
 
@@ -141,6 +142,20 @@ class PrometheusHooks(BridgeHooks):
             "Passthrough calls.",
             ["provider_name", "method", "status"],
         )
+        self.circuit_state = Gauge(
+            p + "circuit_state",
+            "Circuit breaker state: 0 closed, 1 half-open, 2 open.",
+            ["provider_name", "route", "model"],
+            registry=registry,
+        )
+        self.circuit_trips = counter(
+            "circuit_trips_total", "Times a breaker opened.", ["provider_name", "route", "model"]
+        )
+        self.circuit_rejects = counter(
+            "circuit_rejects_total",
+            "Calls refused because their breaker was open.",
+            ["provider_name", "route", "model"],
+        )
         self.recorder_duration = histogram(
             "recorder_duration_seconds", "Time the recorder took per record.", ["record"], _OVERHEAD
         )
@@ -228,6 +243,15 @@ class PrometheusHooks(BridgeHooks):
         self.recorder_duration.labels(name).observe(seconds)
         if error is not None:
             self.recorder_errors.labels(name).inc()
+
+    def circuit_changed(self, key: tuple[str, str, str], state: str) -> None:
+        labels = (key[0], key[1], self._model(key[2]))
+        self.circuit_state.labels(*labels).set(_STATES.get(state, 0))
+        if state == "open":
+            self.circuit_trips.labels(*labels).inc()
+
+    def circuit_rejected(self, key: tuple[str, str, str]) -> None:
+        self.circuit_rejects.labels(key[0], key[1], self._model(key[2])).inc()
 
     def passthrough_done(
         self, provider: ProviderConfig, method: str, status: int | None, seconds: float
