@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+import zlib
 from dataclasses import dataclass
 
 import anyio
@@ -84,6 +85,53 @@ def error_message(body: bytes) -> str | None:
     return None
 
 
+_ZLIB_ENCODINGS = frozenset({"gzip", "x-gzip", "deflate"})
+_ZLIB_WBITS = 47  # zlib: accept a gzip or a zlib header
+
+
+def content_encoding(headers: list[tuple[bytes, bytes]]) -> str:
+    """The response's content coding, ``""`` for none or identity."""
+    for name, value in headers:
+        if name == b"content-encoding":
+            coding = value.decode("latin-1").strip().lower()
+            return "" if coding == "identity" else coding
+    return ""
+
+
+def decoded(body: bytes, encoding: str) -> bytes | None:
+    """``body`` decompressed, or None if the bridge cannot decode it."""
+    if encoding not in _ZLIB_ENCODINGS:
+        return None
+    try:
+        return zlib.decompress(body, _ZLIB_WBITS)
+    except zlib.error:
+        return None
+
+
+async def _relay_unread(
+    send: Send,
+    response: UpstreamResponse,
+    headers: list[tuple[bytes, bytes]],
+    encoding: str,
+    outcome: Outcome,
+) -> None:
+    """Relay a stream the bridge cannot decode, unchanged and unobserved."""
+    outcome.response_started = True
+    outcome.http_status = response.status
+    await send({"type": "http.response.start", "status": response.status, "headers": headers})
+    try:
+        async for chunk in response.iter_raw():
+            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+    except UpstreamStreamError as exc:
+        outcome.error = str(exc)
+        return  # leave the response cut, as the upstream cut it
+    finally:
+        outcome.upstream_ended = time.perf_counter()
+    outcome.status = "completed" if response.status < 400 else "failed"
+    outcome.error = f"usage not read: stream has content-encoding {encoding!r}"
+    await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+
 async def relay_body(
     rt: Runtime,
     send: Send,
@@ -109,14 +157,22 @@ async def relay_body(
     outcome.upstream_ended = time.perf_counter()
     body = b"".join(chunks)
     status = response.status
+    # The body goes out as it came (still encoded, if it was); a decoded copy
+    # is what gets read.
+    encoding = content_encoding(response.headers)
+    readable = body if not encoding else decoded(body, encoding)
     if status < 400:
-        api.on_body(body)
-        if api.error is not None:
-            outcome.error = api.error
-        else:
+        if readable is None:
             outcome.status = "completed"
+            outcome.error = f"usage not read: body has content-encoding {encoding!r}"
+        else:
+            api.on_body(readable)
+            if api.error is not None:
+                outcome.error = api.error
+            else:
+                outcome.status = "completed"
     else:
-        message = error_message(body)
+        message = error_message(readable or b"")
         outcome.error = f"upstream answered {status}" + (f": {message}" if message else "")
     headers = response_headers_for_client(response.headers)
     headers.append((b"content-length", str(len(body)).encode()))
@@ -135,8 +191,21 @@ async def relay_stream(
     id_header: tuple[bytes, bytes],
     outcome: Outcome,
 ) -> None:
-    """Relay an SSE body event by event, byte for byte, parsing a copy."""
+    """Relay an SSE body event by event, byte for byte, parsing a copy.
+
+    A compressed stream (which the bridge did not ask for) is decompressed
+    and relayed decoded, without its ``Content-Encoding``; an encoding the
+    bridge cannot decode is relayed as it comes, unread.
+    """
     headers = response_headers_for_client(response.headers)
+    encoding = content_encoding(response.headers)
+    decoder = None
+    if encoding in _ZLIB_ENCODINGS:
+        decoder = zlib.decompressobj(_ZLIB_WBITS)
+        headers = [(k, v) for k, v in headers if k != b"content-encoding"]
+    elif encoding:
+        await _relay_unread(send, response, [*headers, id_header], encoding, outcome)
+        return
     headers.append(id_header)
     outcome.response_started = True
     outcome.http_status = response.status
@@ -199,6 +268,12 @@ async def relay_stream(
                 if isinstance(item, UpstreamStreamError):
                     broke = item
                     break
+                if decoder is not None:
+                    try:
+                        item = decoder.decompress(item)
+                    except zlib.error:
+                        broke = UpstreamStreamError(f"upstream sent corrupt {encoding!r} data")
+                        break
                 events = scanner.feed(item)
                 if events:
                     body = observe(events)
@@ -211,6 +286,12 @@ async def relay_stream(
     if gone:
         raise ClientGone()
 
+    if decoder is not None and broke is None:
+        tail = decoder.flush()
+        if tail:
+            body = observe(scanner.feed(tail))
+            if body:
+                await send({"type": "http.response.body", "body": body, "more_body": True})
     last_events, rest = scanner.finish()
     if last_events:
         rest = observe(last_events) + rest

@@ -1,0 +1,790 @@
+"""The known AI clients: one entry each, the single source of truth.
+
+Everything about a client lives in its :class:`Client` entry: its name, how
+the bridge recognises it on the wire (and where its session id is), how to
+point it at the bridge (per API: environment variables, a config file,
+commands to run, or settings to type into its UI), whether that was run
+through the bridge by the compatibility suite (``tests/clients``), and why it
+cannot be used when it cannot.
+
+Readers: :func:`aibridge_asgi.clients.detect_client` (records),
+:func:`aibridge_asgi.clients.configure` (ready-to-use configuration, the
+``python -m aibridge_asgi`` command, the example host's "Connect your
+tools" page) and :mod:`aibridge_asgi.client_docs` (docs/clients.md).
+Adding a client is adding one entry to :data:`CLIENTS`.
+
+Templates hold :class:`Slot` values where the host's details go; they are
+filled by ``configure`` and only then written in their file's syntax, so
+every value is escaped where it lands.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import Literal, TypeAlias
+
+__all__ = [
+    "CLIENTS",
+    "TOKEN_ENV",
+    "Api",
+    "Client",
+    "Concat",
+    "ConfigFile",
+    "Setup",
+    "Slot",
+    "Template",
+    "Wire",
+]
+
+Api = Literal["anthropic", "openai"]
+
+#: The variable that holds the host token for clients whose config files
+#: can refer to the environment (so that those files hold no secret).
+TOKEN_ENV = "AIBRIDGE_TOKEN"
+
+
+class Slot(enum.Enum):
+    """A value that ``configure`` fills in. The base URL forms differ in
+    what the client appends itself."""
+
+    #: ``<mount>/anthropic``: the client appends ``/v1/messages``.
+    ANTHROPIC = "anthropic base URL"
+    #: ``<mount>/anthropic/v1``: AI SDK clients append ``/messages``.
+    ANTHROPIC_V1 = "anthropic base URL with /v1"
+    #: ``<mount>/openai``: Goose appends ``v1/chat/completions`` itself.
+    OPENAI = "openai host"
+    #: ``<mount>/openai/v1``: the client appends ``/chat/completions``, ``/responses``.
+    OPENAI_V1 = "openai base URL"
+    #: The full Chat Completions endpoint, for clients that want one.
+    CHAT_COMPLETIONS = "chat completions endpoint"
+    #: The full Responses endpoint.
+    RESPONSES = "responses endpoint"
+    TOKEN = "host token"
+    MODEL = "model"
+
+
+@dataclass(frozen=True, slots=True)
+class Concat:
+    """Text made of literal parts and slots, e.g. ``custom:<model>``."""
+
+    parts: tuple[str | Slot, ...]
+
+
+#: A value in a template: literal, a slot, or JSON/TOML structure of them.
+Template: TypeAlias = "str | int | bool | Slot | Concat | list[Template] | dict[str | Slot, Template]"
+
+ANTHROPIC = Slot.ANTHROPIC
+ANTHROPIC_V1 = Slot.ANTHROPIC_V1
+OPENAI = Slot.OPENAI
+OPENAI_V1 = Slot.OPENAI_V1
+CHAT_COMPLETIONS = Slot.CHAT_COMPLETIONS
+RESPONSES = Slot.RESPONSES
+TOKEN = Slot.TOKEN
+MODEL = Slot.MODEL
+
+
+def join(*parts: str | Slot) -> Concat:
+    return Concat(parts)
+
+
+@dataclass(frozen=True, slots=True)
+class Wire:
+    """How a client is recognised on the wire, and where its session id is.
+
+    A request is matched first on ``user_agent_prefixes`` (case-insensitive)
+    and ``header_markers`` of the specific clients, then on how its system
+    prompt begins (for clients that send nothing of their own), and last on
+    the markers of ``generic`` entries: SDKs, whose User-Agent any program
+    built on them sends too.
+    """
+
+    user_agent_prefixes: tuple[str, ...] = ()
+    #: (header, value prefix) pairs; an empty prefix means "header present".
+    header_markers: tuple[tuple[str, str], ...] = ()
+    #: How the system prompt begins (case-sensitive).
+    system_prompt_prefixes: tuple[str, ...] = ()
+    #: Headers that carry the session id, the first one present wins.
+    session_headers: tuple[str, ...] = ()
+    #: Else the session is in the body's ``metadata.user_id`` (Claude Code).
+    session_in_metadata_user_id: bool = False
+    generic: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class ConfigFile:
+    """A config file: where it goes (``~`` is the user's home) and what it holds."""
+
+    path: str
+    syntax: Literal["json", "toml"]
+    content: dict[str | Slot, Template]
+
+
+@dataclass(frozen=True)
+class Setup:
+    """How to point a client at one of the bridge's APIs."""
+
+    api: Api
+    #: Which of the provider's APIs the client speaks there.
+    protocol: str
+    model: str
+    env: tuple[tuple[str, Template], ...] = ()
+    file: ConfigFile | None = None
+    #: Commands to run once (argv templates).
+    commands: tuple[tuple[Template, ...], ...] = ()
+    #: Settings to enter in the client's UI: (label, value).
+    settings: tuple[tuple[str, Template], ...] = ()
+    #: How to start the client afterwards (argv template), if it is a program.
+    run: tuple[Template, ...] = ()
+    notes: tuple[str, ...] = ()
+    #: Compatibility-suite tests that run this setup through the bridge
+    #: (pytest node ids); empty means documented but not run here.
+    verified_by: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Client:
+    """One AI client."""
+
+    #: What ``configure`` and ``python -m aibridge_asgi configure`` take.
+    key: str
+    name: str
+    #: The client name in records (``InterceptionStarted.client``).
+    recorded_as: str = ""
+    wire: Wire | None = None
+    setups: tuple[Setup, ...] = ()
+    #: Why it cannot use the bridge; None when it can.
+    unsupported: str | None = None
+    #: Why the compatibility suite does not run it, when it does not.
+    untested: str | None = None
+    notes: tuple[str, ...] = ()
+    #: What the suite pins, as ``npm:<package>`` (tests/clients/package.json)
+    #: or ``pypi:<package>`` (tests/clients/requirements.txt), and its version.
+    pinned: str | None = None
+    version: str | None = None
+    aliases: tuple[str, ...] = field(default=())
+
+    @property
+    def recorded(self) -> str:
+        return self.recorded_as or self.name
+
+    @property
+    def supported(self) -> bool:
+        return self.unsupported is None and bool(self.setups)
+
+    @property
+    def apis(self) -> tuple[Api, ...]:
+        return tuple(dict.fromkeys(s.api for s in self.setups))
+
+    def setup(self, api: Api | None = None) -> Setup:
+        """The setup for ``api`` (default: the first one listed)."""
+        for candidate in self.setups:
+            if api is None or candidate.api == api:
+                return candidate
+        usable = ", ".join(self.apis) or "none"
+        raise ValueError(f"{self.name} cannot use the {api} API (usable: {usable})")
+
+
+PROMPT = "your prompt"
+SUITE = "tests/clients/"
+#: AI SDK-based CLIs (OpenCode, Kilo) read the token from the environment this way.
+AI_SDK_TOKEN = "{env:" + TOKEN_ENV + "}"
+
+
+def _ai_sdk_provider(base: Slot, extra: dict[str | Slot, Template] | None = None) -> Template:
+    return {
+        **(extra or {}),
+        "options": {"baseURL": base, "apiKey": AI_SDK_TOKEN},
+        "models": {MODEL: {"name": MODEL}},
+    }
+
+
+def _factory(provider: str, base: Slot) -> ConfigFile:
+    model: dict[str | Slot, Template] = {
+        "model": MODEL,
+        "displayName": join(MODEL, " (AI Bridge)"),
+        "provider": provider,
+        "baseUrl": base,
+        "apiKey": "${" + TOKEN_ENV + "}",
+        "maxOutputTokens": 8192,
+    }
+    return ConfigFile("~/.factory/settings.json", "json", {"customModels": [model]})
+
+
+CLIENTS: tuple[Client, ...] = (
+    Client(
+        "claude-code",
+        "Claude Code",
+        wire=Wire(
+            user_agent_prefixes=("claude-cli/", "claude-code/"),
+            header_markers=(("X-Claude-Code-Session-Id", ""),),
+            session_headers=("X-Claude-Code-Session-Id",),
+            session_in_metadata_user_id=True,
+        ),
+        setups=(
+            Setup(
+                "anthropic",
+                "Messages",
+                model="claude-sonnet-4-5",
+                env=(
+                    ("ANTHROPIC_BASE_URL", ANTHROPIC),
+                    ("ANTHROPIC_AUTH_TOKEN", TOKEN),
+                    ("CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC", "1"),
+                ),
+                run=("claude",),
+                notes=(
+                    "`ANTHROPIC_AUTH_TOKEN` goes out as `Authorization: Bearer`;"
+                    " `ANTHROPIC_API_KEY` works too (as `X-Api-Key`), though an interactive"
+                    " session may ask once to approve a key it finds in the environment.",
+                    "`CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC=1` is optional: it stops"
+                    " telemetry and update checks, which have no use through the bridge.",
+                ),
+                verified_by=(
+                    SUITE + "test_claude_code.py::test_claude_code_prompt[ANTHROPIC_AUTH_TOKEN]",
+                    SUITE + "test_claude_code.py::test_claude_code_prompt[ANTHROPIC_API_KEY]",
+                    SUITE + "test_claude_code.py::test_claude_code_runs_its_read_tool",
+                ),
+            ),
+        ),
+        notes=("Tool use included: the suite has it run its `Read` tool through the bridge.",),
+        pinned="npm:@anthropic-ai/claude-code",
+        version="2.1.332",
+        aliases=("claude",),
+    ),
+    Client(
+        "codex",
+        "Codex CLI",
+        recorded_as="Codex",
+        wire=Wire(
+            user_agent_prefixes=("codex_exec/", "codex_cli_rs/", "codex_", "codex/"),
+            header_markers=(("originator", "codex"),),
+            session_headers=("session-id", "session_id"),
+        ),
+        setups=(
+            Setup(
+                "openai",
+                "Responses",
+                model="gpt-5",
+                file=ConfigFile(
+                    "~/.codex/config.toml",
+                    "toml",
+                    {
+                        "model": MODEL,
+                        "model_provider": "aibridge",
+                        "model_providers": {
+                            "aibridge": {
+                                "name": "AI Bridge",
+                                "base_url": OPENAI_V1,
+                                "env_key": TOKEN_ENV,
+                                "wire_api": "responses",
+                            }
+                        },
+                    },
+                ),
+                env=((TOKEN_ENV, TOKEN),),
+                run=("codex",),
+                notes=(
+                    "A custom model provider on the Responses API; `CODEX_HOME` moves"
+                    " `~/.codex`. The same keys work on the command line"
+                    " (`-c model_provider=aibridge ...`).",
+                    "The suite also passes `-c features.enable_request_compression=false`"
+                    " (bodies stay plain JSON) and `-c features.plugins=false` (no plugin"
+                    " sync from GitHub).",
+                ),
+                verified_by=(
+                    SUITE + "test_codex.py::test_codex_exec_prompt",
+                    SUITE + "test_codex.py::test_codex_runs_its_shell_tool",
+                ),
+            ),
+        ),
+        notes=("Tool use included: the suite has it run its shell tool through the bridge.",),
+        pinned="npm:@openai/codex",
+        version="0.171.0",
+    ),
+    Client(
+        "opencode",
+        "OpenCode",
+        wire=Wire(
+            user_agent_prefixes=("opencode/",),
+            header_markers=(("originator", "opencode"),),
+            session_headers=("X-Session-Id",),
+        ),
+        setups=(
+            Setup(
+                "anthropic",
+                "Messages",
+                model="claude-sonnet-4-5",
+                file=ConfigFile(
+                    "~/.config/opencode/opencode.json",
+                    "json",
+                    {
+                        "$schema": "https://opencode.ai/config.json",
+                        "provider": {"anthropic": _ai_sdk_provider(ANTHROPIC_V1)},
+                    },
+                ),
+                env=((TOKEN_ENV, TOKEN),),
+                run=("opencode", "run", "-m", join("anthropic/", MODEL), PROMPT),
+                verified_by=(
+                    SUITE + "test_opencode.py::test_opencode_run[anthropic-claude-sonnet-4-5]",
+                ),
+            ),
+            Setup(
+                "openai",
+                "Responses",
+                model="gpt-5",
+                file=ConfigFile(
+                    "~/.config/opencode/opencode.json",
+                    "json",
+                    {
+                        "$schema": "https://opencode.ai/config.json",
+                        "provider": {"openai": _ai_sdk_provider(OPENAI_V1)},
+                    },
+                ),
+                env=((TOKEN_ENV, TOKEN),),
+                run=("opencode", "run", "-m", join("openai/", MODEL), PROMPT),
+                verified_by=(SUITE + "test_opencode.py::test_opencode_run[openai-gpt-5]",),
+            ),
+        ),
+        notes=(
+            "A project's `opencode.json` (or the file `OPENCODE_CONFIG` names) takes the"
+            " same content. List the models you use: with the model catalog fetch off"
+            " (`OPENCODE_DISABLE_MODELS_FETCH=1`) OpenCode knows only those.",
+            "Its search tools want `rg` on `PATH` (else it downloads ripgrep).",
+        ),
+        pinned="npm:opencode-ai",
+        version="1.18.33",
+    ),
+    Client(
+        "factory",
+        "Factory (Droid)",
+        recorded_as="Factory",
+        wire=Wire(user_agent_prefixes=("factory-cli/",)),
+        setups=(
+            Setup(
+                "anthropic",
+                "Messages",
+                model="claude-sonnet-4-5",
+                file=_factory("anthropic", ANTHROPIC),
+                env=((TOKEN_ENV, TOKEN),),
+                run=("droid", "exec", "-m", join("custom:", MODEL), PROMPT),
+                verified_by=(
+                    SUITE + "test_factory.py::test_factory_droid_exec[anthropic-claude-sonnet-4-5]",
+                ),
+            ),
+            Setup(
+                "openai",
+                "Responses",
+                model="gpt-5",
+                file=_factory("openai", OPENAI_V1),
+                env=((TOKEN_ENV, TOKEN),),
+                run=("droid", "exec", "-m", join("custom:", MODEL), PROMPT),
+                notes=(
+                    'Provider `"generic-chat-completion-api"` speaks Chat Completions'
+                    " instead (not run here).",
+                ),
+                verified_by=(SUITE + "test_factory.py::test_factory_droid_exec[openai-gpt-5]",),
+            ),
+        ),
+        notes=(
+            "Bring-your-own-key custom models: no Factory sign-in is needed. Droid still"
+            " calls Factory's API and telemetry hosts; it goes on when they are refused."
+            " It sends no session id.",
+        ),
+        pinned="npm:droid",
+        version="0.215.0",
+        aliases=("droid",),
+    ),
+    Client(
+        "goose",
+        "Goose",
+        wire=Wire(
+            user_agent_prefixes=("goose/",),
+            header_markers=(("goose-session-id", ""),),
+            session_headers=("goose-session-id",),
+        ),
+        setups=(
+            Setup(
+                "anthropic",
+                "Messages",
+                model="claude-sonnet-4-5",
+                env=(
+                    ("GOOSE_PROVIDER", "anthropic"),
+                    ("GOOSE_MODEL", MODEL),
+                    ("ANTHROPIC_HOST", ANTHROPIC),
+                    ("ANTHROPIC_API_KEY", TOKEN),
+                ),
+                run=("goose", "session"),
+            ),
+            Setup(
+                "openai",
+                "Chat Completions",
+                model="gpt-5",
+                env=(
+                    ("GOOSE_PROVIDER", "openai"),
+                    ("GOOSE_MODEL", MODEL),
+                    ("OPENAI_HOST", OPENAI),
+                    ("OPENAI_API_KEY", TOKEN),
+                ),
+                run=("goose", "session"),
+                notes=(
+                    "Goose adds `OPENAI_BASE_PATH` (default `v1/chat/completions`) to"
+                    " `OPENAI_HOST` itself, so its host is the mount without `/v1`.",
+                ),
+            ),
+        ),
+        untested="its CLI ships as a binary on GitHub releases, which the suite's"
+        " machine cannot download",
+        notes=("Goose sends its session as `goose-session-id`, which the records pick up.",),
+    ),
+    Client(
+        "cline",
+        "Cline",
+        wire=Wire(
+            user_agent_prefixes=("cline/", "cline-cli/"),
+            # The Cline CLI 3 sends only the AI SDK's User-Agent.
+            system_prompt_prefixes=("You are Cline,",),
+        ),
+        setups=(
+            Setup(
+                "openai",
+                "Chat Completions",
+                model="gpt-5",
+                commands=(
+                    (
+                        *("cline", "auth", "--provider", "openai", "--apikey", TOKEN),
+                        *("--modelid", MODEL, "--baseurl", OPENAI_V1),
+                    ),
+                ),
+                run=("cline", PROMPT),
+                notes=(
+                    "`cline auth` stores the provider in Cline's settings; the VS Code"
+                    ' extension takes the same values (API Provider "OpenAI Compatible").',
+                ),
+                verified_by=(SUITE + "test_cline.py::test_cline_run",),
+            ),
+            Setup(
+                "anthropic",
+                "Messages",
+                model="claude-sonnet-4-5",
+                settings=(
+                    ("API Provider", "Anthropic"),
+                    ("Use custom base URL", ANTHROPIC),
+                    ("API Key", TOKEN),
+                    ("Model", MODEL),
+                ),
+                notes=(
+                    "VS Code extension only: the Cline CLI 3 keeps a base URL for OpenAI-style"
+                    " providers only (`cline auth` says so; asserted by"
+                    f" `{SUITE}test_cline.py::test_cline_anthropic_provider_takes_no_base_url`).",
+                ),
+            ),
+        ),
+        untested="the Anthropic route needs the VS Code extension, and an editor"
+        " extension cannot run in the suite",
+        notes=("Cline sends no session id.",),
+        pinned="npm:cline",
+        version="3.0.65",
+    ),
+    Client(
+        "kilo-code",
+        "Kilo Code",
+        wire=Wire(
+            user_agent_prefixes=("kilo-code/", "kilocode/", "kilo/"),
+            header_markers=(("originator", "kilo-code"), ("X-KiloCode-TaskId", "")),
+            # The Kilo CLI 7 sends its session as X-Session-Id.
+            session_headers=("X-KiloCode-TaskId", "X-Session-Id"),
+        ),
+        setups=(
+            Setup(
+                "openai",
+                "Chat Completions",
+                model="gpt-5",
+                file=ConfigFile(
+                    "~/.config/kilo/kilo.json",
+                    "json",
+                    {
+                        "provider": {
+                            "aibridge": _ai_sdk_provider(
+                                OPENAI_V1,
+                                {"npm": "@ai-sdk/openai-compatible", "name": "AI Bridge"},
+                            )
+                        }
+                    },
+                ),
+                env=((TOKEN_ENV, TOKEN),),
+                run=("kilo", "run", "-m", join("aibridge/", MODEL), PROMPT),
+                verified_by=(SUITE + "test_kilo_code.py::test_kilo_code_run[openai-gpt-5]",),
+            ),
+            Setup(
+                "anthropic",
+                "Messages",
+                model="claude-sonnet-4-5",
+                file=ConfigFile(
+                    "~/.config/kilo/kilo.json",
+                    "json",
+                    {"provider": {"anthropic": _ai_sdk_provider(ANTHROPIC_V1)}},
+                ),
+                env=((TOKEN_ENV, TOKEN),),
+                run=("kilo", "run", "-m", join("anthropic/", MODEL), PROMPT),
+                verified_by=(
+                    SUITE + "test_kilo_code.py::test_kilo_code_run[anthropic-claude-sonnet-4-5]",
+                ),
+            ),
+        ),
+        untested="the CLI is run; its VS Code extension (API Provider"
+        ' "OpenAI Compatible", or "Anthropic" with a custom base URL) cannot run in the suite',
+        notes=(
+            "The Kilo CLI also reads a project's `kilo.json`, or the file `KILO_CONFIG`"
+            " names. It asks its own cloud for models whatever the settings, and goes on"
+            " when refused.",
+        ),
+        pinned="npm:@kilocode/cli",
+        version="7.7.7",
+        aliases=("kilo",),
+    ),
+    Client(
+        "roo-code",
+        "Roo Code",
+        wire=Wire(
+            user_agent_prefixes=("roo-code/", "roocode/"),
+            header_markers=(("originator", "roo-code"),),
+        ),
+        setups=(
+            Setup(
+                "anthropic",
+                "Messages",
+                model="claude-sonnet-4-5",
+                settings=(
+                    ("API Provider", "Anthropic"),
+                    ("Use custom base URL", ANTHROPIC),
+                    ("API Key", TOKEN),
+                    ("Model", MODEL),
+                ),
+            ),
+            Setup(
+                "openai",
+                "Chat Completions",
+                model="gpt-5",
+                settings=(
+                    ("API Provider", "OpenAI Compatible"),
+                    ("Base URL", OPENAI_V1),
+                    ("API Key", TOKEN),
+                    ("Model", MODEL),
+                ),
+            ),
+        ),
+        untested="a VS Code extension; there is no VS Code in the suite",
+    ),
+    Client(
+        "vscode",
+        "VS Code (Copilot Chat)",
+        recorded_as="VS Code Copilot",
+        wire=Wire(
+            user_agent_prefixes=("GitHubCopilotChat/",),
+            session_headers=("x-interaction-id",),
+        ),
+        setups=(
+            Setup(
+                "openai",
+                "Chat Completions",
+                model="gpt-5",
+                settings=(
+                    ("Manage Models: provider", "OpenAI Compatible"),
+                    ("Model id", MODEL),
+                    ("URL", CHAT_COMPLETIONS),
+                    ("API key", TOKEN),
+                ),
+                notes=(
+                    "Copilot Chat wants the full endpoint; a model on the Responses API"
+                    " takes the `/openai/v1/responses` endpoint instead.",
+                ),
+            ),
+        ),
+        untested="it needs VS Code and a GitHub Copilot sign-in",
+        notes=(
+            "Bring-your-own-key models of Copilot Chat (first in VS Code Insiders with"
+            " the pre-release Copilot Chat). There is no custom base URL for Anthropic"
+            " models.",
+        ),
+        aliases=("copilot", "vs-code"),
+    ),
+    Client(
+        "jetbrains",
+        "JetBrains AI Assistant",
+        setups=(
+            Setup(
+                "openai",
+                "Chat Completions",
+                model="gpt-5",
+                settings=(
+                    ("Third-party AI providers", "OpenAI-compatible"),
+                    ("URL", OPENAI_V1),
+                    ("API key", TOKEN),
+                ),
+                notes=(
+                    "It may list the models first (`GET /v1/models`), which the bridge"
+                    " passes through. Anthropic-style endpoints cannot be configured.",
+                ),
+            ),
+        ),
+        untested="an IDE plugin; there is no IDE in the suite",
+    ),
+    Client(
+        "zed",
+        "Zed",
+        wire=Wire(user_agent_prefixes=("Zed/",)),
+        setups=(
+            Setup(
+                "anthropic",
+                "Messages",
+                model="claude-sonnet-4-5",
+                file=ConfigFile(
+                    "~/.config/zed/settings.json",
+                    "json",
+                    {"language_models": {"anthropic": {"api_url": ANTHROPIC}}},
+                ),
+                env=(("ANTHROPIC_API_KEY", TOKEN),),
+            ),
+            Setup(
+                "openai",
+                "Chat Completions",
+                model="gpt-5",
+                file=ConfigFile(
+                    "~/.config/zed/settings.json",
+                    "json",
+                    {"language_models": {"openai": {"api_url": OPENAI_V1}}},
+                ),
+                env=(("OPENAI_API_KEY", TOKEN),),
+            ),
+        ),
+        untested="a desktop editor, not in the registries the suite can reach",
+        notes=(
+            "Merge `language_models` into your existing settings. The key can also be"
+            " entered in the agent panel's provider settings instead of the environment"
+            " Zed starts in.",
+        ),
+    ),
+    Client(
+        "windsurf",
+        "Windsurf",
+        unsupported="Windsurf has no setting to send its model traffic to another base"
+        " URL; it goes through Windsurf's own service.",
+    ),
+    Client(
+        "cursor",
+        "Cursor",
+        wire=Wire(header_markers=(("x-cursor-client-version", ""),)),
+        unsupported="Cursor's \"Override OpenAI Base URL\" is called from Cursor's servers,"
+        " not from the editor (the bridge would have to be public), users report that it"
+        " calls the wrong endpoint, and there is no such setting for Anthropic.",
+    ),
+    Client(
+        "amp",
+        "Amp",
+        unsupported="Amp works through its own service and account; it has no setting for"
+        " a model provider's base URL.",
+    ),
+    Client(
+        "kiro",
+        "Kiro",
+        unsupported="Kiro's models come from its own service; there is no base URL setting.",
+    ),
+    Client(
+        "gemini-cli",
+        "Gemini CLI",
+        unsupported="Gemini CLI speaks only Google's Gemini API (its base URL is"
+        " `GOOGLE_GEMINI_BASE_URL`), which the bridge does not serve.",
+        aliases=("gemini",),
+    ),
+    Client(
+        "antigravity",
+        "Antigravity",
+        unsupported="Google's Antigravity editor has no base URL setting for its models.",
+    ),
+    Client(
+        "openai-python",
+        "OpenAI SDK for Python",
+        wire=Wire(user_agent_prefixes=("OpenAI/Python", "AsyncOpenAI/Python"), generic=True),
+        setups=(
+            Setup(
+                "openai",
+                "Chat Completions, Responses",
+                model="gpt-5",
+                env=(("OPENAI_BASE_URL", OPENAI_V1), ("OPENAI_API_KEY", TOKEN)),
+                notes=("`openai.OpenAI()` reads both variables.",),
+                verified_by=(
+                    "tests/test_client_kit.py::test_python_sdk_from_configured_env[openai-python]",
+                ),
+            ),
+        ),
+        pinned="pypi:openai",
+        version="3.57.0",
+    ),
+    Client(
+        "anthropic-python",
+        "Anthropic SDK for Python",
+        wire=Wire(
+            user_agent_prefixes=("Anthropic/Python", "AsyncAnthropic/Python"), generic=True
+        ),
+        setups=(
+            Setup(
+                "anthropic",
+                "Messages",
+                model="claude-sonnet-4-5",
+                env=(("ANTHROPIC_BASE_URL", ANTHROPIC), ("ANTHROPIC_API_KEY", TOKEN)),
+                notes=("`anthropic.Anthropic()` reads both variables.",),
+                verified_by=(
+                    "tests/test_client_kit.py::"
+                    "test_python_sdk_from_configured_env[anthropic-python]",
+                ),
+            ),
+        ),
+        pinned="pypi:anthropic",
+        version="2.14.0",
+    ),
+    Client(
+        "openai-node",
+        "OpenAI SDK for Node",
+        wire=Wire(user_agent_prefixes=("OpenAI/JS",), generic=True),
+        setups=(
+            Setup(
+                "openai",
+                "Chat Completions, Responses",
+                model="gpt-5",
+                env=(("OPENAI_BASE_URL", OPENAI_V1), ("OPENAI_API_KEY", TOKEN)),
+                notes=("`new OpenAI()` reads both variables.",),
+                verified_by=(
+                    SUITE + "test_node_sdks.py::test_openai_node[chat-stream-/chat/completions]",
+                    SUITE + "test_node_sdks.py::test_openai_node[chat-plain-/chat/completions]",
+                    SUITE + "test_node_sdks.py::test_openai_node[responses-stream-/responses]",
+                    SUITE + "test_node_sdks.py::test_openai_node[responses-plain-/responses]",
+                ),
+            ),
+        ),
+        pinned="npm:openai",
+        version="7.59.0",
+    ),
+    Client(
+        "anthropic-node",
+        "Anthropic SDK for Node",
+        wire=Wire(user_agent_prefixes=("Anthropic/JS",), generic=True),
+        setups=(
+            Setup(
+                "anthropic",
+                "Messages",
+                model="claude-sonnet-4-5",
+                env=(("ANTHROPIC_BASE_URL", ANTHROPIC), ("ANTHROPIC_API_KEY", TOKEN)),
+                notes=(
+                    "`new Anthropic()` reads both variables; the 1.x SDK sends the key as"
+                    " `Authorization: Bearer`, which the bridge accepts as well.",
+                ),
+                verified_by=(
+                    SUITE + "test_node_sdks.py::test_anthropic_node[stream]",
+                    SUITE + "test_node_sdks.py::test_anthropic_node[plain]",
+                ),
+            ),
+        ),
+        pinned="npm:@anthropic-ai/sdk",
+        version="1.14.0",
+    ),
+)
