@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-import anyio
 from starlette.types import Receive, Scope, Send
 
 from .breaker import CircuitBreakers
@@ -68,10 +68,18 @@ async def read_body(rt: Runtime, scope: Scope, receive: Receive) -> bytes:
     declared = content_length(scope["headers"])
     if declared is not None and declared > limit:
         raise too_large
-    chunks: list[bytes] = []
-    size = 0
+    message = await receive()  # usually the whole body, already buffered
+    if message["type"] == "http.disconnect":
+        raise ClientGone()
+    first: bytes = message.get("body", b"")
+    if len(first) > limit:
+        raise too_large
+    if not message.get("more_body", False):
+        return first
+    chunks = [first]
+    size = len(first)
     try:
-        with anyio.fail_after(rt.body_timeout):
+        async with asyncio.timeout(rt.body_timeout):
             while True:
                 message = await receive()
                 if message["type"] == "http.disconnect":
@@ -88,7 +96,7 @@ async def read_body(rt: Runtime, scope: Scope, receive: Receive) -> bytes:
         raise BridgeError(
             408, f"request body was not received within {rt.body_timeout:g} seconds"
         ) from None
-    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+    return b"".join(chunks)
 
 
 async def send_error(

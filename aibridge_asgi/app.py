@@ -10,13 +10,13 @@ host's resolver names the actor (401/503 otherwise); then
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from types import TracebackType
 from typing import Any, TypeAlias
 
-import anyio
 import anyio.to_thread
 import httpx
 from starlette.types import Receive, Scope, Send
@@ -71,8 +71,9 @@ class Bridge:
         self._rt = runtime
         self._token_headers = tuple(token_headers)
         self._in_flight = 0
-        self._cancel_scopes: set[anyio.CancelScope] = set()
-        self._idle: anyio.Event | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._cancelled_by_close = False
+        self._idle: asyncio.Event | None = None
         self._closing = False
 
     # -- ASGI ---------------------------------------------------------------
@@ -130,18 +131,22 @@ class Bridge:
             await send_error(send, kind, BridgeError(401, "invalid credentials"))
             return
         self._in_flight += 1
-        cancel = anyio.CancelScope()
-        self._cancel_scopes.add(cancel)
+        task = asyncio.current_task()
+        assert task is not None
+        self._tasks.add(task)
         try:
-            with cancel:
-                if route.api is None:
-                    await passthrough(self._rt, scope, receive, send, route)
-                else:
-                    await intercept(self._rt, scope, receive, send, route, actor)
+            if route.api is None:
+                await passthrough(self._rt, scope, receive, send, route)
+            else:
+                await intercept(self._rt, scope, receive, send, route, actor)
         except ClientGone:
             pass
+        except asyncio.CancelledError:
+            if not self._cancelled_by_close:
+                raise
+            task.uncancel()  # aclose() ran out of patience; the call is recorded
         finally:
-            self._cancel_scopes.discard(cancel)
+            self._tasks.discard(task)
             self._in_flight -= 1
             if self._in_flight == 0 and self._idle is not None:
                 self._idle.set()
@@ -208,13 +213,15 @@ class Bridge:
         """
         self._closing = True
         if self._in_flight:
-            self._idle = anyio.Event()
-            with anyio.move_on_after(grace_period):
-                await self._idle.wait()
-            for cancel in list(self._cancel_scopes):
-                cancel.cancel()
-            if self._in_flight:
-                await self._idle.wait()
+            self._idle = asyncio.Event()
+            try:
+                await asyncio.wait_for(self._idle.wait(), grace_period)
+            except TimeoutError:
+                self._cancelled_by_close = True
+                for task in list(self._tasks):
+                    task.cancel()
+                if self._in_flight:
+                    await self._idle.wait()
         await self._rt.records.aclose()
         await self._rt.upstream.aclose()
 

@@ -15,13 +15,13 @@ cancels the upstream call when it comes.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
 import uuid
 from typing import Any
 
-import anyio
 from starlette.types import Message, Receive, Scope, Send
 
 from ._asgi import (
@@ -162,7 +162,7 @@ async def intercept(
             assert body is not None
             api = interception_for(route.api, interception_id, body)
             await _exchange(rt, scope, receive, send, route, api, raw, id_header, outcome)
-    except anyio.get_cancelled_exc_class():
+    except asyncio.CancelledError:
         outcome.status, outcome.error = "cancelled", "bridge shut down during the call"
         raise
     except Exception as exc:
@@ -250,13 +250,17 @@ async def _exchange(
             logger.exception("hook %s.upstream_headers failed", type(hook).__name__)
     headers = request_headers_for_upstream(scope["headers"], rt.strip_headers, added)
 
-    async def watch_disconnect(cancel: anyio.CancelScope) -> None:
+    task = asyncio.current_task()
+    assert task is not None
+    finished = False
+
+    async def watch_disconnect() -> None:
         while True:
             message = await receive()
             if message["type"] == "http.disconnect":
-                if not outcome.response_done:
+                if not outcome.response_done and not finished:
                     outcome.client_gone = True
-                    cancel.cancel()
+                    task.cancel()  # stops the upstream call, wherever it is
                 return
 
     async def client_send(message: Message) -> None:
@@ -272,15 +276,19 @@ async def _exchange(
             outcome.client_gone = True
             raise ClientGone() from None
 
+    watcher = asyncio.get_running_loop().create_task(watch_disconnect())
     try:
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(watch_disconnect, tg.cancel_scope)
-            try:
-                await _call(rt, client_send, route, api, url, headers, raw, id_header, outcome)
-            except ClientGone:
-                pass
-            finally:
-                tg.cancel_scope.cancel()
+        try:
+            await _call(rt, client_send, route, api, url, headers, raw, id_header, outcome)
+        except ClientGone:
+            pass
+        except asyncio.CancelledError:
+            if not outcome.client_gone:
+                raise  # the server is cancelling us: not the client's doing
+            task.uncancel()
+        finally:
+            finished = True  # no await since _call ended: the watcher cannot fire
+            watcher.cancel()
     finally:
         try:
             api.finish()
@@ -347,7 +355,7 @@ async def _send_upstream(
                 breakers.record(key, True)
             if attempt < policy.max_retries and policy.connect_errors and exc.before_send:
                 attempt += 1
-                await anyio.sleep(policy.backoff * 2 ** (attempt - 1))
+                await asyncio.sleep(policy.backoff * 2 ** (attempt - 1))
                 continue
             outcome.upstream_ended = time.perf_counter()
             status, answer = (
@@ -371,10 +379,9 @@ async def _send_upstream(
             wait_for = _retry_after(response.headers)
             delay = policy.backoff * 2**attempt if wait_for is None else wait_for
             if delay <= policy.max_wait:
-                with anyio.CancelScope(shield=True):
-                    await response.aclose()
+                await response.aclose()
                 attempt += 1
-                await anyio.sleep(delay)
+                await asyncio.sleep(delay)
                 continue
         return response
 
@@ -411,5 +418,5 @@ async def _call(
             rt.breakers.record(key, verdict)
         if outcome.upstream_ended is None:
             outcome.upstream_ended = time.perf_counter()
-        with anyio.CancelScope(shield=True):
-            await response.aclose()
+        # Also after a cancellation: asyncio delivers it once, this await runs.
+        await response.aclose()

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import time
 
-import anyio
 from starlette.types import Receive, Scope, Send
 
 from ._asgi import (
@@ -94,8 +93,7 @@ async def _forward(
         await send({"type": "http.response.body", "body": b"", "more_body": False})
         return response.status
     finally:
-        with anyio.CancelScope(shield=True):
-            await response.aclose()
+        await response.aclose()  # asyncio delivers a cancellation once: this runs
 
 
 async def _start(send: Send, status: int, headers: list[tuple[bytes, bytes]]) -> None:

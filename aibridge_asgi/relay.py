@@ -8,13 +8,13 @@ During upstream silence a started stream gets SSE comment lines.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
 import zlib
 from dataclasses import dataclass
 
-import anyio
 from starlette.types import Send
 
 from ._asgi import UPSTREAM_BROKE, ClientGone, Runtime, send_error
@@ -213,18 +213,8 @@ async def relay_stream(
 
     scanner = SSEScanner()
     observing = True
-    keepalive = rt.keepalive_interval
-    tx, rx = anyio.create_memory_object_stream[bytes | UpstreamStreamError](8)
-
-    async def pump() -> None:
-        async with tx:
-            try:
-                async for chunk in response.iter_raw():
-                    await tx.send(chunk)
-            except UpstreamStreamError as exc:
-                await tx.send(exc)
-            finally:
-                outcome.upstream_ended = time.perf_counter()
+    loop = asyncio.get_running_loop()
+    last_read = loop.time()
 
     def observe(events: list[SSEEvent]) -> bytes:
         """Show each event to the observer; return the bytes the client gets."""
@@ -245,46 +235,46 @@ async def relay_stream(
             outcome.emit(record)
         return out[0] if len(out) == 1 else b"".join(out)
 
-    broke: UpstreamStreamError | None = None
-    gone = False
-    async with anyio.create_task_group() as tg, rx:
-        tg.start_soon(pump)
+    async def keep_alive(interval: float) -> None:
+        """While the upstream is silent, send an SSE comment every interval.
+        Only whole events are ever sent, so a comment never splits one."""
         try:
             while True:
-                item: bytes | UpstreamStreamError | None = None
-                try:
-                    if keepalive is None:
-                        item = await rx.receive()
-                    else:
-                        with anyio.move_on_after(keepalive):
-                            item = await rx.receive()
-                except anyio.EndOfStream:
-                    break
-                if item is None:  # silent for a whole interval: keep the connection warm
-                    await send(
-                        {"type": "http.response.body", "body": KEEPALIVE_COMMENT, "more_body": True}
-                    )
+                wait = last_read + interval - loop.time()
+                if wait > 0:
+                    await asyncio.sleep(wait)
                     continue
-                if isinstance(item, UpstreamStreamError):
-                    broke = item
-                    break
-                if decoder is not None:
-                    try:
-                        item = decoder.decompress(item)
-                    except zlib.error:
-                        broke = UpstreamStreamError(f"upstream sent corrupt {encoding!r} data")
-                        break
-                events = scanner.feed(item)
-                if events:
-                    body = observe(events)
-                    if body:
-                        await send({"type": "http.response.body", "body": body, "more_body": True})
+                await send(
+                    {"type": "http.response.body", "body": KEEPALIVE_COMMENT, "more_body": True}
+                )
+                await asyncio.sleep(interval)
         except ClientGone:
-            gone = True  # re-raised below, outside the task group (which would wrap it)
-        finally:
-            tg.cancel_scope.cancel()
-    if gone:
-        raise ClientGone()
+            return  # the disconnect watcher ends the call
+
+    keeper = None
+    if rt.keepalive_interval is not None:
+        keeper = loop.create_task(keep_alive(rt.keepalive_interval))
+    broke: UpstreamStreamError | None = None
+    try:
+        async for item in response.iter_raw():
+            last_read = loop.time()
+            if decoder is not None:
+                try:
+                    item = decoder.decompress(item)
+                except zlib.error:
+                    broke = UpstreamStreamError(f"upstream sent corrupt {encoding!r} data")
+                    break
+            events = scanner.feed(item)
+            if events:
+                body = observe(events)
+                if body:
+                    await send({"type": "http.response.body", "body": body, "more_body": True})
+    except UpstreamStreamError as exc:
+        broke = exc
+    finally:
+        outcome.upstream_ended = time.perf_counter()
+        if keeper is not None:
+            keeper.cancel()
 
     if decoder is not None and broke is None:
         tail = decoder.flush()
