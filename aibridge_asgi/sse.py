@@ -48,8 +48,28 @@ class SSEScanner:
 
     def feed(self, chunk: bytes) -> list[SSEEvent]:
         """Take the next bytes of the stream; return the events they complete."""
+        if (
+            not self._buf
+            and chunk.endswith(b"\n\n")
+            and not chunk.startswith(b"\n")
+            and b"\r" not in chunk
+            and b"\n\n\n" not in chunk
+        ):
+            return self._whole_events(chunk)
         self._buf += chunk
         return self._scan(final=False)
+
+    def _whole_events(self, chunk: bytes) -> list[SSEEvent]:
+        """Fast path: ``chunk`` is one or more whole LF-terminated events
+        (the usual shape of an upstream read) and nothing is pending."""
+        events: list[SSEEvent] = []
+        for block in chunk[:-2].split(b"\n\n"):
+            for line in block.split(b"\n"):
+                self._field(line)
+            events.append(SSEEvent(block + b"\n\n", self._event, self._joined()))
+            self._event = None
+            self._data = None
+        return events
 
     def finish(self) -> tuple[list[SSEEvent], bytes]:
         """The stream ended: return the events still completed by a trailing
@@ -94,7 +114,7 @@ class SSEScanner:
             return None
         return data[0] if len(data) == 1 else "\n".join(data)
 
-    def _field(self, line: bytearray) -> None:
+    def _field(self, line: bytes | bytearray) -> None:
         if line[0] == 0x3A:  # ":" comment
             return
         name, colon, value = bytes(line).partition(b":")
