@@ -21,10 +21,11 @@ every value is escaped where it lands.
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Literal, TypeAlias
 
 __all__ = [
+    "API_NAMES",
     "CLIENTS",
     "TOKEN_ENV",
     "Api",
@@ -38,6 +39,8 @@ __all__ = [
 ]
 
 Api = Literal["anthropic", "openai"]
+#: How the APIs are named in text.
+API_NAMES: dict[Api, str] = {"anthropic": "Anthropic", "openai": "OpenAI"}
 
 #: The variable that holds the host token for clients whose config files
 #: can refer to the environment (so that those files hold no secret).
@@ -72,7 +75,9 @@ class Concat:
 
 
 #: A value in a template: literal, a slot, or JSON/TOML structure of them.
-Template: TypeAlias = "str | int | bool | Slot | Concat | list[Template] | dict[str | Slot, Template]"
+Template: TypeAlias = (
+    "str | int | bool | Slot | Concat | list[Template] | dict[str | Slot, Template]"
+)
 
 ANTHROPIC = Slot.ANTHROPIC
 ANTHROPIC_V1 = Slot.ANTHROPIC_V1
@@ -162,7 +167,7 @@ class Client:
     #: or ``pypi:<package>`` (tests/clients/requirements.txt), and its version.
     pinned: str | None = None
     version: str | None = None
-    aliases: tuple[str, ...] = field(default=())
+    aliases: tuple[str, ...] = ()
 
     @property
     def recorded(self) -> str:
@@ -185,6 +190,11 @@ class Client:
         raise ValueError(f"{self.name} cannot use the {api} API (usable: {usable})")
 
 
+#: The models a setup names unless told otherwise: the ones the
+#: compatibility suite runs with.
+CLAUDE_MODEL = "claude-sonnet-4-5"
+GPT_MODEL = "gpt-5"
+#: Where the prompt goes in a ``run`` command.
 PROMPT = "your prompt"
 SUITE = "tests/clients/"
 #: AI SDK-based CLIs (OpenCode, Kilo) read the token from the environment this way.
@@ -225,7 +235,7 @@ CLIENTS: tuple[Client, ...] = (
             Setup(
                 "anthropic",
                 "Messages",
-                model="claude-sonnet-4-5",
+                model=CLAUDE_MODEL,
                 env=(
                     ("ANTHROPIC_BASE_URL", ANTHROPIC),
                     ("ANTHROPIC_AUTH_TOKEN", TOKEN),
@@ -264,7 +274,7 @@ CLIENTS: tuple[Client, ...] = (
             Setup(
                 "openai",
                 "Responses",
-                model="gpt-5",
+                model=GPT_MODEL,
                 file=ConfigFile(
                     "~/.codex/config.toml",
                     "toml",
@@ -313,7 +323,7 @@ CLIENTS: tuple[Client, ...] = (
             Setup(
                 "anthropic",
                 "Messages",
-                model="claude-sonnet-4-5",
+                model=CLAUDE_MODEL,
                 file=ConfigFile(
                     "~/.config/opencode/opencode.json",
                     "json",
@@ -324,14 +334,12 @@ CLIENTS: tuple[Client, ...] = (
                 ),
                 env=((TOKEN_ENV, TOKEN),),
                 run=("opencode", "run", "-m", join("anthropic/", MODEL), PROMPT),
-                verified_by=(
-                    SUITE + "test_opencode.py::test_opencode_run[anthropic-claude-sonnet-4-5]",
-                ),
+                verified_by=(SUITE + "test_opencode.py::test_opencode_run[anthropic]",),
             ),
             Setup(
                 "openai",
                 "Responses",
-                model="gpt-5",
+                model=GPT_MODEL,
                 file=ConfigFile(
                     "~/.config/opencode/opencode.json",
                     "json",
@@ -342,7 +350,7 @@ CLIENTS: tuple[Client, ...] = (
                 ),
                 env=((TOKEN_ENV, TOKEN),),
                 run=("opencode", "run", "-m", join("openai/", MODEL), PROMPT),
-                verified_by=(SUITE + "test_opencode.py::test_opencode_run[openai-gpt-5]",),
+                verified_by=(SUITE + "test_opencode.py::test_opencode_run[openai]",),
             ),
         ),
         notes=(
@@ -363,18 +371,16 @@ CLIENTS: tuple[Client, ...] = (
             Setup(
                 "anthropic",
                 "Messages",
-                model="claude-sonnet-4-5",
+                model=CLAUDE_MODEL,
                 file=_factory("anthropic", ANTHROPIC),
                 env=((TOKEN_ENV, TOKEN),),
                 run=("droid", "exec", "-m", join("custom:", MODEL), PROMPT),
-                verified_by=(
-                    SUITE + "test_factory.py::test_factory_droid_exec[anthropic-claude-sonnet-4-5]",
-                ),
+                verified_by=(SUITE + "test_factory.py::test_factory_droid_exec[anthropic]",),
             ),
             Setup(
                 "openai",
                 "Responses",
-                model="gpt-5",
+                model=GPT_MODEL,
                 file=_factory("openai", OPENAI_V1),
                 env=((TOKEN_ENV, TOKEN),),
                 run=("droid", "exec", "-m", join("custom:", MODEL), PROMPT),
@@ -382,7 +388,7 @@ CLIENTS: tuple[Client, ...] = (
                     'Provider `"generic-chat-completion-api"` speaks Chat Completions'
                     " instead (not run here).",
                 ),
-                verified_by=(SUITE + "test_factory.py::test_factory_droid_exec[openai-gpt-5]",),
+                verified_by=(SUITE + "test_factory.py::test_factory_droid_exec[openai]",),
             ),
         ),
         notes=(
@@ -406,7 +412,7 @@ CLIENTS: tuple[Client, ...] = (
             Setup(
                 "anthropic",
                 "Messages",
-                model="claude-sonnet-4-5",
+                model=CLAUDE_MODEL,
                 env=(
                     ("GOOSE_PROVIDER", "anthropic"),
                     ("GOOSE_MODEL", MODEL),
@@ -418,7 +424,7 @@ CLIENTS: tuple[Client, ...] = (
             Setup(
                 "openai",
                 "Chat Completions",
-                model="gpt-5",
+                model=GPT_MODEL,
                 env=(
                     ("GOOSE_PROVIDER", "openai"),
                     ("GOOSE_MODEL", MODEL),
@@ -448,7 +454,7 @@ CLIENTS: tuple[Client, ...] = (
             Setup(
                 "openai",
                 "Chat Completions",
-                model="gpt-5",
+                model=GPT_MODEL,
                 commands=(
                     (
                         *("cline", "auth", "--provider", "openai", "--apikey", TOKEN),
@@ -465,7 +471,7 @@ CLIENTS: tuple[Client, ...] = (
             Setup(
                 "anthropic",
                 "Messages",
-                model="claude-sonnet-4-5",
+                model=CLAUDE_MODEL,
                 settings=(
                     ("API Provider", "Anthropic"),
                     ("Use custom base URL", ANTHROPIC),
@@ -479,8 +485,7 @@ CLIENTS: tuple[Client, ...] = (
                 ),
             ),
         ),
-        untested="the Anthropic route needs the VS Code extension, and an editor"
-        " extension cannot run in the suite",
+        untested="an editor extension cannot run in the suite",
         notes=("Cline sends no session id.",),
         pinned="npm:cline",
         version="3.0.65",
@@ -498,7 +503,7 @@ CLIENTS: tuple[Client, ...] = (
             Setup(
                 "openai",
                 "Chat Completions",
-                model="gpt-5",
+                model=GPT_MODEL,
                 file=ConfigFile(
                     "~/.config/kilo/kilo.json",
                     "json",
@@ -513,12 +518,12 @@ CLIENTS: tuple[Client, ...] = (
                 ),
                 env=((TOKEN_ENV, TOKEN),),
                 run=("kilo", "run", "-m", join("aibridge/", MODEL), PROMPT),
-                verified_by=(SUITE + "test_kilo_code.py::test_kilo_code_run[openai-gpt-5]",),
+                verified_by=(SUITE + "test_kilo_code.py::test_kilo_code_run[openai]",),
             ),
             Setup(
                 "anthropic",
                 "Messages",
-                model="claude-sonnet-4-5",
+                model=CLAUDE_MODEL,
                 file=ConfigFile(
                     "~/.config/kilo/kilo.json",
                     "json",
@@ -526,17 +531,16 @@ CLIENTS: tuple[Client, ...] = (
                 ),
                 env=((TOKEN_ENV, TOKEN),),
                 run=("kilo", "run", "-m", join("anthropic/", MODEL), PROMPT),
-                verified_by=(
-                    SUITE + "test_kilo_code.py::test_kilo_code_run[anthropic-claude-sonnet-4-5]",
-                ),
+                verified_by=(SUITE + "test_kilo_code.py::test_kilo_code_run[anthropic]",),
             ),
         ),
-        untested="the CLI is run; its VS Code extension (API Provider"
-        ' "OpenAI Compatible", or "Anthropic" with a custom base URL) cannot run in the suite',
         notes=(
             "The Kilo CLI also reads a project's `kilo.json`, or the file `KILO_CONFIG`"
             " names. It asks its own cloud for models whatever the settings, and goes on"
             " when refused.",
+            'Its VS Code extension takes the same values (API Provider "OpenAI Compatible",'
+            ' or "Anthropic" with a custom base URL); not run here, an editor extension'
+            " cannot run in the suite.",
         ),
         pinned="npm:@kilocode/cli",
         version="7.7.7",
@@ -553,7 +557,7 @@ CLIENTS: tuple[Client, ...] = (
             Setup(
                 "anthropic",
                 "Messages",
-                model="claude-sonnet-4-5",
+                model=CLAUDE_MODEL,
                 settings=(
                     ("API Provider", "Anthropic"),
                     ("Use custom base URL", ANTHROPIC),
@@ -564,7 +568,7 @@ CLIENTS: tuple[Client, ...] = (
             Setup(
                 "openai",
                 "Chat Completions",
-                model="gpt-5",
+                model=GPT_MODEL,
                 settings=(
                     ("API Provider", "OpenAI Compatible"),
                     ("Base URL", OPENAI_V1),
@@ -587,11 +591,11 @@ CLIENTS: tuple[Client, ...] = (
             Setup(
                 "openai",
                 "Chat Completions",
-                model="gpt-5",
+                model=GPT_MODEL,
                 settings=(
-                    ("Manage Models: provider", "OpenAI Compatible"),
+                    ("Provider (Manage Models)", "OpenAI Compatible"),
                     ("Model id", MODEL),
-                    ("URL", CHAT_COMPLETIONS),
+                    ("Endpoint URL", CHAT_COMPLETIONS),
                     ("API key", TOKEN),
                 ),
                 notes=(
@@ -615,7 +619,7 @@ CLIENTS: tuple[Client, ...] = (
             Setup(
                 "openai",
                 "Chat Completions",
-                model="gpt-5",
+                model=GPT_MODEL,
                 settings=(
                     ("Third-party AI providers", "OpenAI-compatible"),
                     ("URL", OPENAI_V1),
@@ -637,7 +641,7 @@ CLIENTS: tuple[Client, ...] = (
             Setup(
                 "anthropic",
                 "Messages",
-                model="claude-sonnet-4-5",
+                model=CLAUDE_MODEL,
                 file=ConfigFile(
                     "~/.config/zed/settings.json",
                     "json",
@@ -648,7 +652,7 @@ CLIENTS: tuple[Client, ...] = (
             Setup(
                 "openai",
                 "Chat Completions",
-                model="gpt-5",
+                model=GPT_MODEL,
                 file=ConfigFile(
                     "~/.config/zed/settings.json",
                     "json",
@@ -704,12 +708,13 @@ CLIENTS: tuple[Client, ...] = (
     Client(
         "openai-python",
         "OpenAI SDK for Python",
+        recorded_as="openai-python",
         wire=Wire(user_agent_prefixes=("OpenAI/Python", "AsyncOpenAI/Python"), generic=True),
         setups=(
             Setup(
                 "openai",
                 "Chat Completions, Responses",
-                model="gpt-5",
+                model=GPT_MODEL,
                 env=(("OPENAI_BASE_URL", OPENAI_V1), ("OPENAI_API_KEY", TOKEN)),
                 notes=("`openai.OpenAI()` reads both variables.",),
                 verified_by=(
@@ -723,14 +728,13 @@ CLIENTS: tuple[Client, ...] = (
     Client(
         "anthropic-python",
         "Anthropic SDK for Python",
-        wire=Wire(
-            user_agent_prefixes=("Anthropic/Python", "AsyncAnthropic/Python"), generic=True
-        ),
+        recorded_as="anthropic-python",
+        wire=Wire(user_agent_prefixes=("Anthropic/Python", "AsyncAnthropic/Python"), generic=True),
         setups=(
             Setup(
                 "anthropic",
                 "Messages",
-                model="claude-sonnet-4-5",
+                model=CLAUDE_MODEL,
                 env=(("ANTHROPIC_BASE_URL", ANTHROPIC), ("ANTHROPIC_API_KEY", TOKEN)),
                 notes=("`anthropic.Anthropic()` reads both variables.",),
                 verified_by=(
@@ -745,12 +749,13 @@ CLIENTS: tuple[Client, ...] = (
     Client(
         "openai-node",
         "OpenAI SDK for Node",
+        recorded_as="openai-node",
         wire=Wire(user_agent_prefixes=("OpenAI/JS",), generic=True),
         setups=(
             Setup(
                 "openai",
                 "Chat Completions, Responses",
-                model="gpt-5",
+                model=GPT_MODEL,
                 env=(("OPENAI_BASE_URL", OPENAI_V1), ("OPENAI_API_KEY", TOKEN)),
                 notes=("`new OpenAI()` reads both variables.",),
                 verified_by=(
@@ -767,12 +772,13 @@ CLIENTS: tuple[Client, ...] = (
     Client(
         "anthropic-node",
         "Anthropic SDK for Node",
+        recorded_as="anthropic-node",
         wire=Wire(user_agent_prefixes=("Anthropic/JS",), generic=True),
         setups=(
             Setup(
                 "anthropic",
                 "Messages",
-                model="claude-sonnet-4-5",
+                model=CLAUDE_MODEL,
                 env=(("ANTHROPIC_BASE_URL", ANTHROPIC), ("ANTHROPIC_API_KEY", TOKEN)),
                 notes=(
                     "`new Anthropic()` reads both variables; the 1.x SDK sends the key as"

@@ -1,98 +1,289 @@
-"""Which AI client sent a request, and its session id where it sends one.
+"""Which AI client sent a request, and how to point a client at the bridge.
 
-One table of rules, checked in order; the first match names the client.
-Each rule looks at the User-Agent prefix, at a header or, for clients that
-send neither (Cline's CLI speaks through a generic AI SDK), at how the system
-prompt begins; and it says where that client keeps its session id (a header,
-or Claude Code's ``metadata.user_id``).
+Both read the one table of clients, :data:`aibridge_asgi.client_table.CLIENTS`:
+
+- :func:`detect_client` names the client of a request, for the records, and
+  finds its session id;
+- :func:`configure` turns a client's entry into ready-to-use configuration
+  for one host: environment lines, a config file, commands or UI settings,
+  with the bridge's URL in the form that client wants.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+import os
+from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
-__all__ = ["RULES", "ClientRule", "detect_client"]
+from . import _syntax
+from .client_table import API_NAMES, CLIENTS, Api, Client, Concat, Slot, Template, Wire
+
+__all__ = [
+    "CLIENTS",
+    "ClientConfig",
+    "ClientNotSupported",
+    "UnknownClient",
+    "bridge_urls",
+    "configure",
+    "detect_client",
+    "find_client",
+]
+
+
+class UnknownClient(LookupError):
+    """No entry of the table has that name."""
+
+
+class ClientNotSupported(ValueError):
+    """The client cannot use the bridge; the message says why."""
+
+
+def _fold(name: str) -> str:
+    return "".join(ch for ch in name.lower() if ch.isalnum())
+
+
+def find_client(name: str) -> Client:
+    """The entry whose key, alias, name or recorded name is ``name``
+    (ignoring case, spaces and punctuation)."""
+    wanted = _fold(name)
+    for client in CLIENTS:
+        names = (client.key, client.name, client.recorded, *client.aliases)
+        if wanted in {_fold(n) for n in names}:
+            return client
+    keys = ", ".join(c.key for c in CLIENTS)
+    raise UnknownClient(f"unknown client {name!r}; known: {keys}")
+
+
+# -- configuration ------------------------------------------------------------
+
+
+def bridge_urls(base_url: str) -> dict[Slot, str]:
+    """Every URL form clients take, from the bridge's mount URL
+    (``https://host/api/v2/aibridge``)."""
+    parts = urlsplit(base_url.strip())
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ValueError(f"base URL must be http(s)://host/...: {base_url!r}")
+    if parts.query or parts.fragment:
+        raise ValueError(f"base URL must have no query or fragment: {base_url!r}")
+    base = base_url.strip().rstrip("/")
+    for suffix in ("/anthropic/v1", "/anthropic", "/openai/v1", "/openai"):
+        if base.endswith(suffix):
+            raise ValueError(
+                f"base URL is the bridge's mount URL: drop {suffix!r} from {base_url!r}"
+            )
+    return {
+        Slot.ANTHROPIC: base + "/anthropic",
+        Slot.ANTHROPIC_V1: base + "/anthropic/v1",
+        Slot.OPENAI: base + "/openai",
+        Slot.OPENAI_V1: base + "/openai/v1",
+        Slot.CHAT_COMPLETIONS: base + "/openai/v1/chat/completions",
+        Slot.RESPONSES: base + "/openai/v1/responses",
+    }
+
+
+def _fill(template: Template, values: Mapping[Slot, str]) -> Any:
+    """The template with its slots replaced by ``values`` (plain data out)."""
+    if isinstance(template, Slot):
+        return values[template]
+    if isinstance(template, Concat):
+        return "".join(values[p] if isinstance(p, Slot) else p for p in template.parts)
+    if isinstance(template, list):
+        return [_fill(item, values) for item in template]
+    if isinstance(template, dict):
+        return {_fill(k, values): _fill(v, values) for k, v in template.items()}
+    return template
+
+
+def _text(template: Template, values: Mapping[Slot, str]) -> str:
+    filled = _fill(template, values)
+    if not isinstance(filled, str):
+        raise TypeError(f"expected text, got {filled!r}")
+    return filled
+
+
+@dataclass(frozen=True)
+class ClientConfig:
+    """Ready-to-use configuration of one client for one host and token.
+
+    Values are as the client must see them (``env``, ``commands`` hold raw
+    strings); ``env_lines``, ``command_lines`` and ``file_content`` are
+    written in their syntax, quoted and escaped.
+    """
+
+    client: str
+    name: str
+    api: Api
+    protocol: str
+    model: str
+    env: tuple[tuple[str, str], ...]
+    #: Where the file goes, ``~`` for the user's home; None when there is none.
+    file_path: str | None
+    file_syntax: str | None
+    file_content: str | None
+    commands: tuple[tuple[str, ...], ...]
+    #: Settings to enter in the client's UI: (label, value).
+    settings: tuple[tuple[str, str], ...]
+    #: How to start the client afterwards; empty when it is not a program.
+    run: tuple[str, ...]
+    notes: tuple[str, ...]
+    verified_by: tuple[str, ...]
+
+    @property
+    def env_vars(self) -> dict[str, str]:
+        return dict(self.env)
+
+    @property
+    def env_lines(self) -> tuple[str, ...]:
+        """``export NAME='value'`` lines for a POSIX shell."""
+        return tuple(_syntax.export_line(k, v) for k, v in self.env)
+
+    @property
+    def command_lines(self) -> tuple[str, ...]:
+        return tuple(_syntax.shell_line(argv) for argv in self.commands)
+
+    @property
+    def run_line(self) -> str:
+        return _syntax.shell_line(self.run) if self.run else ""
+
+    def file_location(self, home: str | os.PathLike[str] | None = None) -> Path | None:
+        """The file's path, ``~`` resolved against ``home`` (default: the
+        user's home directory)."""
+        if self.file_path is None:
+            return None
+        if self.file_path.startswith("~/"):
+            root = Path(home) if home is not None else Path.home()
+            return root / self.file_path[2:]
+        return Path(self.file_path)
+
+    def as_dict(self) -> dict[str, Any]:
+        """Plain data, for JSON output."""
+        return {
+            "client": self.client,
+            "name": self.name,
+            "api": self.api,
+            "protocol": self.protocol,
+            "model": self.model,
+            "env": dict(self.env),
+            "file": (
+                {"path": self.file_path, "syntax": self.file_syntax, "content": self.file_content}
+                if self.file_path
+                else None
+            ),
+            "commands": [list(argv) for argv in self.commands],
+            "settings": [{"label": k, "value": v} for k, v in self.settings],
+            "run": list(self.run),
+            "notes": list(self.notes),
+            "verified_by": list(self.verified_by),
+        }
+
+    def render(self) -> str:
+        """The whole configuration as text to read (and paste from)."""
+        title = f"{self.name}: {API_NAMES[self.api]} API ({self.protocol}), model {self.model}"
+        blocks = [f"# {title}"]
+        if self.file_path:
+            blocks.append(f"# file {self.file_path}\n{self.file_content}".rstrip("\n"))
+        if self.env:
+            blocks.append("# environment\n" + "\n".join(self.env_lines))
+        if self.commands:
+            blocks.append("# run once\n" + "\n".join(self.command_lines))
+        if self.settings:
+            blocks.append(
+                "# in the client's settings\n"
+                + "\n".join(f"#   {label}: {value}" for label, value in self.settings)
+            )
+        if self.run:
+            blocks.append("# then\n" + self.run_line)
+        if self.notes:
+            blocks.append("\n".join(f"# note: {note}" for note in self.notes))
+        return "\n\n".join(blocks) + "\n"
+
+
+def configure(
+    client: str | Client,
+    base_url: str,
+    token: str,
+    *,
+    api: Api | None = None,
+    model: str | None = None,
+) -> ClientConfig:
+    """The configuration that points ``client`` at the bridge mounted at
+    ``base_url`` (e.g. ``https://host/api/v2/aibridge``) with the host token
+    ``token``, for ``api`` (default: the client's first) and ``model``
+    (default: the entry's).
+
+    Raises :class:`UnknownClient`, :class:`ClientNotSupported` (with the
+    reason), or ``ValueError`` for a bad base URL or an API the client
+    cannot use.
+    """
+    entry = client if isinstance(client, Client) else find_client(client)
+    if not entry.supported:
+        raise ClientNotSupported(f"{entry.name} cannot use the bridge: {entry.unsupported}")
+    setup = entry.setup(api)
+    values = bridge_urls(base_url)
+    values[Slot.TOKEN] = token
+    values[Slot.MODEL] = model or setup.model
+    file_content = None
+    if setup.file is not None:
+        data = _fill(setup.file.content, values)
+        if setup.file.syntax == "toml":
+            file_content = _syntax.dump_toml(data)
+        else:
+            file_content = _syntax.dump_json(data)
+    return ClientConfig(
+        client=entry.key,
+        name=entry.name,
+        api=setup.api,
+        protocol=setup.protocol,
+        model=values[Slot.MODEL],
+        env=tuple((name, _text(value, values)) for name, value in setup.env),
+        file_path=setup.file.path if setup.file else None,
+        file_syntax=setup.file.syntax if setup.file else None,
+        file_content=file_content,
+        commands=tuple(tuple(_text(arg, values) for arg in argv) for argv in setup.commands),
+        settings=tuple((label, _text(value, values)) for label, value in setup.settings),
+        run=tuple(_text(arg, values) for arg in setup.run),
+        notes=(*setup.notes, *entry.notes),
+        verified_by=setup.verified_by,
+    )
+
+
+# -- detection ------------------------------------------------------------------
 
 
 @dataclass(frozen=True, slots=True)
-class ClientRule:
-    """How one client is recognised on the wire."""
-
+class _Rule:
     name: str
-    user_agent_prefixes: tuple[str, ...] = ()
-    #: (header, value prefix) pairs; an empty prefix means "header present".
-    header_markers: tuple[tuple[str, str], ...] = ()
-    session_headers: tuple[str, ...] = ()
-    session_in_metadata_user_id: bool = False
-    #: How the request's system prompt begins (case-sensitive), for clients
-    #: whose headers say nothing about them.
-    system_prompt_prefixes: tuple[str, ...] = ()
+    user_agents: tuple[str, ...]
+    headers: tuple[tuple[str, str], ...]
+    prompts: tuple[str, ...]
+    sessions: tuple[str, ...]
+    metadata_session: bool
 
 
-RULES: Sequence[ClientRule] = (
-    ClientRule(
-        "Claude Code",
-        user_agent_prefixes=("claude-cli/", "claude-code/"),
-        header_markers=(("x-claude-code-session-id", ""),),
-        session_headers=("x-claude-code-session-id",),
-        session_in_metadata_user_id=True,
-    ),
-    ClientRule(
-        "Codex",
-        user_agent_prefixes=("codex_exec/", "codex_cli_rs/", "codex_", "codex/"),
-        header_markers=(("originator", "codex"),),
-        session_headers=("session-id", "session_id"),
-    ),
-    ClientRule(
-        "Kilo Code",
-        user_agent_prefixes=("kilo-code/", "kilocode/", "kilo/"),
-        header_markers=(("originator", "kilo-code"), ("x-kilocode-taskid", "")),
-        # The Kilo CLI (7.x) sends its session as X-Session-Id.
-        session_headers=("x-kilocode-taskid", "x-session-id"),
-    ),
-    ClientRule(
-        "Roo Code",
-        user_agent_prefixes=("roo-code/", "roocode/"),
-        header_markers=(("originator", "roo-code"),),
-    ),
-    ClientRule(
-        "OpenCode",
-        user_agent_prefixes=("opencode/",),
-        header_markers=(("originator", "opencode"),),
-        session_headers=("x-session-id",),
-    ),
-    # The Cline CLI (3.x) sends the AI SDK's User-Agent and no header of its own.
-    ClientRule(
-        "Cline",
-        user_agent_prefixes=("cline/", "cline-cli/"),
-        system_prompt_prefixes=("You are Cline,",),
-    ),
-    ClientRule("Zed", user_agent_prefixes=("zed/",)),
-    ClientRule(
-        "VS Code Copilot",
-        user_agent_prefixes=("githubcopilotchat/",),
-        session_headers=("x-interaction-id",),
-    ),
-    ClientRule(
-        "Goose",
-        user_agent_prefixes=("goose/",),
-        header_markers=(("goose-session-id", ""),),
-        session_headers=("goose-session-id",),
-    ),
-    ClientRule("Cursor", header_markers=(("x-cursor-client-version", ""),)),
-    # Factory's Droid CLI (BYOK custom models); it sends no session id.
-    ClientRule("Factory", user_agent_prefixes=("factory-cli/",)),
-    # The SDKs' async clients send "AsyncOpenAI/Python ...", "AsyncAnthropic/Python ...".
-    ClientRule("openai-python", user_agent_prefixes=("openai/python", "asyncopenai/python")),
-    ClientRule(
-        "anthropic-python", user_agent_prefixes=("anthropic/python", "asyncanthropic/python")
-    ),
-    ClientRule("openai-node", user_agent_prefixes=("openai/js",)),
-    ClientRule("anthropic-node", user_agent_prefixes=("anthropic/js",)),
-)
+def _rule(client: Client, wire: Wire) -> _Rule:
+    return _Rule(
+        client.recorded,
+        tuple(p.lower() for p in wire.user_agent_prefixes),
+        tuple((h.lower(), v.lower()) for h, v in wire.header_markers),
+        wire.system_prompt_prefixes,
+        tuple(h.lower() for h in wire.session_headers),
+        wire.session_in_metadata_user_id,
+    )
+
+
+def _rules(generic: bool) -> tuple[_Rule, ...]:
+    return tuple(
+        _rule(c, c.wire) for c in CLIENTS if c.wire is not None and c.wire.generic is generic
+    )
+
+
+_SPECIFIC = _rules(generic=False)
+_BY_PROMPT = tuple(r for r in _SPECIFIC if r.prompts)
+_GENERIC = _rules(generic=True)
 
 
 def _session_from_user_id(body: Mapping[str, Any] | None) -> str | None:
@@ -145,32 +336,45 @@ def _system_prompt_start(body: Mapping[str, Any] | None) -> str:
     return ""
 
 
+def _marked(rule: _Rule, user_agent: str, headers: Mapping[str, str]) -> bool:
+    return user_agent.startswith(rule.user_agents) or any(
+        name in headers and headers[name].lower().startswith(prefix)
+        for name, prefix in rule.headers
+    )
+
+
+def _found(
+    rule: _Rule, headers: Mapping[str, str], body: Mapping[str, Any] | None
+) -> tuple[str, str | None]:
+    for name in rule.sessions:
+        value = headers.get(name)
+        if value:
+            return rule.name, value
+    if rule.metadata_session:
+        return rule.name, _session_from_user_id(body)
+    return rule.name, None
+
+
 def detect_client(
     headers: Mapping[str, str], body: Mapping[str, Any] | None = None
 ) -> tuple[str, str | None]:
     """Return ``(client name, session id or None)``.
 
     ``headers`` maps lower-case header names to values; ``body`` is the parsed
-    request body when there is one. Unrecognised clients are ``"unknown"``.
+    request body when there is one. A client's own User-Agent or header wins;
+    then how the system prompt begins; then an SDK's User-Agent. Unrecognised
+    clients are ``"unknown"``.
     """
     user_agent = headers.get("user-agent", "").lower()
-    system_start: str | None = None
-    for rule in RULES:
-        matched = any(user_agent.startswith(p) for p in rule.user_agent_prefixes) or any(
-            name in headers and headers[name].lower().startswith(prefix)
-            for name, prefix in rule.header_markers
-        )
-        if not matched and rule.system_prompt_prefixes:
-            if system_start is None:
-                system_start = _system_prompt_start(body)
-            matched = system_start.startswith(rule.system_prompt_prefixes)
-        if not matched:
-            continue
-        for name in rule.session_headers:
-            value = headers.get(name)
-            if value:
-                return rule.name, value
-        if rule.session_in_metadata_user_id:
-            return rule.name, _session_from_user_id(body)
-        return rule.name, None
+    for rule in _SPECIFIC:
+        if _marked(rule, user_agent, headers):
+            return _found(rule, headers, body)
+    start = _system_prompt_start(body) if _BY_PROMPT else ""
+    if start:
+        for rule in _BY_PROMPT:
+            if start.startswith(rule.prompts):
+                return _found(rule, headers, body)
+    for rule in _GENERIC:
+        if _marked(rule, user_agent, headers):
+            return _found(rule, headers, body)
     return "unknown", None

@@ -167,4 +167,5 @@ def build_app(settings: Settings) -> Starlette:
     app = Starlette(routes=routes, lifespan=lifespan)
     app.state.host = host
     app.state.db = db
+    app.state.bridge_prefix = BRIDGE_PREFIX  # for the snippets of the connect page
     return app

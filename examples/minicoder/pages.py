@@ -1,8 +1,13 @@
-"""The usage page, and signing in to it.
+"""The usage page, the "Connect your tools" page, and signing in to them.
 
 Server-rendered HTML: ``string.Template`` files under ``templates/`` filled
 with values escaped by ``html.escape``, and charts drawn as inline SVG
 (:mod:`minicoder.charts`). No JavaScript.
+
+The connect page shows, for the client the user picks, the configuration
+:func:`aibridge_asgi.clients.configure` gives for this host (its address as
+the browser sees it), and mints a token for it on request (a ``POST`` form;
+the new token is shown once, filled into the snippet).
 
 Signing in takes a host token once and exchanges it for a browser session:
 a random id in an ``HttpOnly``, ``SameSite=Lax`` cookie, stored hashed in
@@ -30,6 +35,9 @@ import anyio.to_thread
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Route
+
+from aibridge_asgi.client_table import API_NAMES, CLIENTS, Api, Client
+from aibridge_asgi.clients import ClientConfig, UnknownClient, configure, find_client
 
 from . import charts
 from .auth import SESSION_COOKIE, current_user
@@ -317,9 +325,172 @@ async def usage_page(request: Request) -> Response:
     return render("AI usage", content, viewer)
 
 
+# -- the connect page --------------------------------------------------------------
+
+#: The client shown when none is picked.
+DEFAULT_CLIENT = "claude-code"
+#: Stands for the token in snippets until one is minted.
+TOKEN_PLACEHOLDER = "<your token>"
+
+
+def _inline_code(text: str) -> str:
+    """``text`` escaped, with its `backquoted` parts as <code>."""
+    parts = escape(text).split("`")
+    return "".join(f"<code>{part}</code>" if i % 2 else part for i, part in enumerate(parts))
+
+
+def _snippet(kind: str, title: str, body: str) -> str:
+    return (
+        f'<div class="snippet" data-kind="{kind}"><h3>{title}</h3>'
+        f"<pre>{escape(body.rstrip())}</pre></div>"
+    )
+
+
+def _config_html(config: ClientConfig) -> str:
+    parts = []
+    if config.file_path and config.file_content is not None:
+        title = f"In <code>{escape(config.file_path)}</code>"
+        parts.append(_snippet("file", title, config.file_content))
+    if config.env:
+        parts.append(_snippet("env", "In the environment", "\n".join(config.env_lines)))
+    if config.commands:
+        parts.append(_snippet("commands", "Run once", "\n".join(config.command_lines)))
+    if config.settings:
+        rows = "".join(
+            f"<tr><th>{escape(label)}</th><td><code>{escape(value)}</code></td></tr>"
+            for label, value in config.settings
+        )
+        parts.append(
+            '<div class="snippet" data-kind="settings"><h3>In its settings</h3>'
+            f'<table class="settings">{rows}</table></div>'
+        )
+    if config.run:
+        parts.append(f"<p>Then run <code>{escape(config.run_line)}</code>.</p>")
+    if config.notes:
+        notes = "".join(f"<li>{_inline_code(note)}</li>" for note in config.notes)
+        parts.append(f'<ul class="notes">{notes}</ul>')
+    return "".join(parts)
+
+
+def _connect_link(client: Client, api: str | None = None) -> str:
+    query = {"client": client.key, **({"api": api} if api else {})}
+    return escape("/connect?" + urlencode(query))
+
+
+def _client_nav(selected: Client) -> str:
+    def link(client: Client) -> str:
+        on = ' class="on"' if client is selected else ""
+        return f'<a href="{_connect_link(client)}"{on}>{escape(client.name)}</a>'
+
+    works = " ".join(link(c) for c in CLIENTS if c.supported)
+    cannot = " ".join(link(c) for c in CLIENTS if not c.supported)
+    return (
+        f'<nav class="clients">{works}</nav>'
+        f'<p class="cannot">Cannot connect: <span class="clients">{cannot}</span></p>'
+    )
+
+
+def _api(client: Client, value: str | None) -> Api | None:
+    """``value`` if it names an API the client can use."""
+    return next((api for api in client.apis if api == value), None)
+
+
+def _verification(client: Client, api: Api) -> str:
+    setup = client.setup(api)
+    if setup.verified_by:
+        version = f" {client.version}" if client.version else ""
+        return (
+            f"The bridge's compatibility suite runs {escape(client.name)}{escape(version)}"
+            " with exactly this configuration."
+        )
+    reason = f" ({escape(client.untested)})" if client.untested else ""
+    return f"From the client's documentation; not run by the bridge's test suite{reason}."
+
+
+def _same_origin(request: Request) -> bool:
+    """A form post from this site: no Origin header (not a browser), or ours."""
+    origin = request.headers.get("origin")
+    return origin is None or origin == f"{request.url.scheme}://{request.url.netloc}"
+
+
+def _connect_content(request: Request, client: Client, api: Api | None, token: str | None) -> str:
+    base_url = str(request.base_url).rstrip("/") + request.app.state.bridge_prefix
+    values = {
+        "base_url": escape(base_url),
+        "clients": _client_nav(client),
+        "key": escape(client.key),
+        "name": escape(client.name),
+        "apis": "",
+        "minted": "",
+        "body": "",
+        "mint": "",
+        "status": "",
+    }
+    if not client.supported:
+        values["body"] = f'<p class="error">{_inline_code(client.unsupported or "")}</p>'
+        return template("connect.html").substitute(values)
+    config = configure(client, base_url, token or TOKEN_PLACEHOLDER, api=api)
+    if len(client.setups) > 1:
+        values["apis"] = (
+            '<nav class="ranges">'
+            + " ".join(
+                f'<a href="{_connect_link(client, s.api)}"'
+                f"{' class=on' if s.api == config.api else ''}>"
+                f"{API_NAMES[s.api]} API ({escape(s.protocol)})</a>"
+                for s in client.setups
+            )
+            + "</nav>"
+        )
+    if token is not None:
+        values["minted"] = (
+            f'<p class="minted">New token <code id="new-token">{escape(token)}</code>: shown'
+            " this once, and filled in below. Keep it like a password.</p>"
+        )
+    else:
+        values["mint"] = (
+            '<form method="post" action="/connect" class="mint">'
+            f'<input type="hidden" name="client" value="{escape(client.key)}">'
+            f'<input type="hidden" name="api" value="{escape(config.api)}">'
+            f'<button type="submit">Create a token for {escape(client.name)}</button>'
+            f" <span>or put one of your tokens where it says"
+            f" <code>{escape(TOKEN_PLACEHOLDER)}</code>.</span></form>"
+        )
+    values["body"] = _config_html(config)
+    values["status"] = _verification(client, config.api)
+    return template("connect.html").substitute(values)
+
+
+async def connect_page(request: Request) -> Response:
+    viewer = await current_user(request)
+    if request.method == "POST":
+        body = await request.body()
+        form = {k: v[0] for k, v in parse_qs(body[:8192].decode("utf-8", "replace")).items()}
+    else:
+        form = dict(request.query_params)
+    if viewer is None:
+        target = "/connect?" + urlencode({"client": form.get("client") or DEFAULT_CLIENT})
+        return RedirectResponse(f"/login?{urlencode({'next': target})}", status_code=303)
+    try:
+        client = find_client(form.get("client") or DEFAULT_CLIENT)
+    except UnknownClient:
+        client = find_client(DEFAULT_CLIENT)
+    api = _api(client, form.get("api"))
+    token = None
+    if request.method == "POST":
+        if not _same_origin(request):
+            return render("Connect your tools", '<p class="error">Refused.</p>', viewer, 403)
+        if client.supported:
+            token = await anyio.to_thread.run_sync(
+                request.app.state.db.new_token, viewer.id, f"connect: {client.name}"
+            )
+    content = _connect_content(request, client, api, token)
+    return render("Connect your tools", content, viewer)
+
+
 routes = [
     Route("/", home, methods=["GET"]),
     Route("/usage", usage_page, methods=["GET"]),
+    Route("/connect", connect_page, methods=["GET", "POST"]),
     Route("/login", login, methods=["GET", "POST"]),
     Route("/logout", logout, methods=["POST"]),
 ]

@@ -1,14 +1,12 @@
 // One Messages call through the bridge with the official Anthropic SDK for Node.
 // Usage: node anthropic_sdk.mjs <stream|plain> <prompt>
-// Environment: BRIDGE_ANTHROPIC_BASE_URL (".../anthropic"), BRIDGE_TOKEN (the host token,
-// given as apiKey, as ANTHROPIC_API_KEY would give it; SDK 1.x sends it as a bearer token).
+// Environment: ANTHROPIC_BASE_URL (".../anthropic") and ANTHROPIC_API_KEY (the host
+// token), which the SDK reads itself: the variables `configure("anthropic-node")` sets.
+// SDK 1.x sends the key as a bearer token.
 import Anthropic from "@anthropic-ai/sdk";
 
 const [mode, prompt] = process.argv.slice(2);
 const client = new Anthropic({
-  baseURL: process.env.BRIDGE_ANTHROPIC_BASE_URL,
-  apiKey: process.env.BRIDGE_TOKEN,
-  authToken: null,
   maxRetries: 0,
   timeout: 60_000,
 });

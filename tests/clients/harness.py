@@ -35,6 +35,9 @@ from aibridge_asgi import (
     TokenUsage,
     ToolUsage,
 )
+from aibridge_asgi.client_table import PROMPT as PROMPT_PLACEHOLDER
+from aibridge_asgi.client_table import Api
+from aibridge_asgi.clients import ClientConfig, configure
 from aibridge_asgi.testing import (
     ANTHROPIC_KEY,
     OPENAI_KEY,
@@ -360,6 +363,28 @@ class Rig:
         env.update(extra or {})
         return env
 
+    def configure(
+        self, client: str, *, api: Api | None = None, model: str | None = None
+    ) -> ClientConfig:
+        """What ``configure()`` gives for this bridge (its mount URL) and the host token."""
+        return configure(client, self.running.url, HOST_TOKEN, api=api, model=model)
+
+    def install(
+        self, config: ClientConfig, isolation: Mapping[str, str] | None = None
+    ) -> dict[str, str]:
+        """Put ``config`` in place for a run, as a user would: its file at its
+        path under the sandbox's HOME; return the run's environment, the
+        clean one of :meth:`env` plus the config's variables and the suite's
+        ``isolation`` switches (which may not change the config's own)."""
+        location = config.file_location(home=self.home)
+        if location is not None:
+            assert config.file_content is not None
+            location.parent.mkdir(parents=True, exist_ok=True)
+            location.write_text(config.file_content, encoding="utf-8")
+        overlap = set(config.env_vars) & set(isolation or {})
+        assert not overlap, f"the test would override the generated configuration: {overlap}"
+        return self.env({**config.env_vars, **(isolation or {})})
+
     def run(self, argv: Sequence[str], env: Mapping[str, str], timeout: float = 120.0) -> Result:
         """Run a client in ``work`` with no stdin; kill its whole process
         group when it is done or out of time."""
@@ -405,6 +430,19 @@ class Rig:
 
     def bridged_requests(self) -> list[ReceivedRequest]:
         return [r for r in self.fake.requests if r.path in BRIDGED_PATHS]
+
+
+def program_argv(
+    argv: Sequence[str], program: str, *, prompt: str | None = None, options: Sequence[str] = ()
+) -> list[str]:
+    """A configuration's command with the installed ``program`` in front and
+    the suite's ``prompt`` for the placeholder one; ``options`` go before the
+    prompt (at the end when there is none)."""
+    rest = list(argv[1:])
+    if prompt is None:
+        return [program, *rest, *options]
+    at = rest.index(PROMPT_PLACEHOLDER)
+    return [program, *rest[:at], *options, prompt, *rest[at + 1 :]]
 
 
 def _kill_group(pgid: int) -> None:

@@ -1,13 +1,12 @@
 // One call through the bridge with the official OpenAI SDK for Node.
 // Usage: node openai_sdk.mjs <chat|responses> <stream|plain> <prompt>
-// Environment: BRIDGE_OPENAI_BASE_URL (".../openai/v1"), BRIDGE_TOKEN (the host token).
+// Environment: OPENAI_BASE_URL (".../openai/v1") and OPENAI_API_KEY (the host
+// token), which the SDK reads itself: the variables `configure("openai-node")` sets.
 import OpenAI from "openai";
 
 const [api, mode, prompt] = process.argv.slice(2);
 const stream = mode === "stream";
 const client = new OpenAI({
-  baseURL: process.env.BRIDGE_OPENAI_BASE_URL,
-  apiKey: process.env.BRIDGE_TOKEN,
   maxRetries: 0,
   timeout: 60_000,
 });

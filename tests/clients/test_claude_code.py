@@ -19,17 +19,23 @@ SESSION_HEADER = "x-claude-code-session-id"
 
 
 def claude_env(rig: Rig, credential_variable: str) -> dict[str, str]:
-    return rig.env(
+    """The environment ``configure("claude-code")`` gives, plus the suite's
+    isolation switches; with the token moved to ``ANTHROPIC_API_KEY`` for
+    the variant the entry's notes name."""
+    config = rig.configure("claude-code")
+    assert config.env_vars["ANTHROPIC_BASE_URL"] == rig.anthropic_url
+    env = rig.install(
+        config,
         {
-            "ANTHROPIC_BASE_URL": rig.anthropic_url,
-            credential_variable: HOST_TOKEN,
             "CLAUDE_CONFIG_DIR": str(rig.home / ".claude"),
-            "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
             "DISABLE_AUTOUPDATER": "1",
             "DISABLE_TELEMETRY": "1",
             "DISABLE_ERROR_REPORTING": "1",
-        }
+        },
     )
+    if credential_variable != "ANTHROPIC_AUTH_TOKEN":
+        env[credential_variable] = env.pop("ANTHROPIC_AUTH_TOKEN")
+    return env
 
 
 def prompt_calls(rig: Rig) -> list[dict[str, Any]]:

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 from ..conftest import HOST_TOKEN
-from .harness import Rig, check_run, client_program, script_upstream
+from .harness import Rig, check_run, client_program, program_argv, script_upstream
 
 PROMPT = "Give me a one-line greeting for the bridge check."
 #: Cline's OpenTelemetry and PostHog endpoints: it sends to them whatever its
@@ -29,30 +29,19 @@ def cline_setup(rig: Rig) -> tuple[str, Path, dict[str, str]]:
 
 
 def test_cline_run(rig: Rig) -> None:
+    """The `cline auth` command configure("cline") gives, then a prompt."""
     cline, config_dir, env = cline_setup(rig)
+    config = rig.configure("cline", api="openai")
+    assert not config.env and config.file_path is None  # a command is all it takes
     settings = config_dir / "data" / "settings"
-    auth = rig.run(
-        [
-            cline,
-            "auth",
-            "--provider",
-            "openai",
-            "--apikey",
-            HOST_TOKEN,
-            "--modelid",
-            "gpt-5",
-            "--baseurl",
-            rig.openai_url,
-            "--config",
-            config_dir,
-        ],
-        env,
-    )
+    (auth_command,) = config.commands
+    options = ("--config", str(config_dir))
+    auth = rig.run(program_argv(auth_command, cline, options=options), env)
     assert auth.returncode == 0, auth.describe()
     stored = json.loads((settings / "providers.json").read_text())
     assert stored["providers"]["openai-compatible"]["settings"]["baseUrl"] == rig.openai_url
     script_upstream(rig.fake)
-    result = rig.run([cline, "--config", config_dir, PROMPT], env)
+    result = rig.run(program_argv(config.run, cline, prompt=PROMPT, options=options), env)
     started = check_run(
         rig,
         result,

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import json
+import tomllib
 import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from aibridge_asgi.testing.streams import ToolCall
 
-from ..conftest import HOST_TOKEN
 from .harness import REPLY, Rig, check_run, client_program, script_upstream, tool_usages
 
 PROMPT = "Give me a one-line greeting for the bridge check."
@@ -17,23 +17,23 @@ SESSION_HEADER = "session-id"
 
 
 def codex(rig: Rig, prompt: str) -> tuple[list[str], dict[str, str]]:
-    """`codex exec` with a custom Responses provider pointed at the bridge."""
-    provider = (
-        '{name="AI Bridge",'
-        f'base_url="{rig.openai_url}",'
-        'env_key="AIBRIDGE_TOKEN",'
-        'wire_api="responses"}'
-    )
+    """`codex exec` with the ``~/.codex/config.toml`` and environment that
+    ``configure("codex")`` gives (a custom Responses provider pointed at the
+    bridge), plus the suite's isolation switches."""
+    config = rig.configure("codex")
+    assert config.file_path == "~/.codex/config.toml"
+    assert tomllib.loads(config.file_content or "")["model_providers"]["aibridge"] == {
+        "name": "AI Bridge",
+        "base_url": rig.openai_url,
+        "env_key": "AIBRIDGE_TOKEN",
+        "wire_api": "responses",
+    }
     argv = [
         client_program("codex"),
         "exec",
         "--skip-git-repo-check",
         "--color",
         "never",
-        "-c",
-        f"model_providers.aibridge={provider}",
-        "-c",
-        "model_provider=aibridge",
         "-c",
         "features.enable_request_compression=false",
         "-c",
@@ -43,13 +43,9 @@ def codex(rig: Rig, prompt: str) -> tuple[list[str], dict[str, str]]:
         # Without this, Codex syncs its plugin marketplace from GitHub and chatgpt.com.
         "-c",
         "features.plugins=false",
-        "-m",
-        "gpt-5",
         prompt,
     ]
-    env = rig.env({"CODEX_HOME": str(rig.home / ".codex"), "AIBRIDGE_TOKEN": HOST_TOKEN})
-    (rig.home / ".codex").mkdir()
-    return argv, env
+    return argv, rig.install(config)
 
 
 def test_codex_exec_prompt(rig: Rig) -> None:

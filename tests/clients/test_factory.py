@@ -7,8 +7,9 @@ import json
 
 import pytest
 
-from ..conftest import HOST_TOKEN
-from .harness import Rig, check_run, client_program, script_upstream
+from aibridge_asgi.client_table import Api
+
+from .harness import Rig, check_run, client_program, program_argv, script_upstream
 
 PROMPT = "Give me a one-line greeting for the bridge check."
 #: Droid reports to Factory's API and telemetry whatever the model setup; the
@@ -22,28 +23,18 @@ FACTORY_SERVICES = ("api.factory.ai", "telemetry.factory.ai", ".run.app")
         ("anthropic", "claude-sonnet-4-5", "/v1/messages"),
         ("openai", "gpt-5", "/responses"),
     ],
+    ids=["anthropic", "openai"],
 )
-def test_factory_droid_exec(rig: Rig, provider: str, model: str, route: str) -> None:
+def test_factory_droid_exec(rig: Rig, provider: Api, model: str, route: str) -> None:
+    # ~/.factory/settings.json and the environment as configure() gives them.
+    config = rig.configure("factory", api=provider)
+    assert config.model == model
     base_url = rig.anthropic_url if provider == "anthropic" else rig.openai_url
-    settings = {
-        "customModels": [
-            {
-                "model": model,
-                "displayName": f"{model} via the bridge",
-                "baseUrl": base_url,
-                "apiKey": "${AIBRIDGE_TOKEN}",
-                "provider": provider,
-                "maxOutputTokens": 8192,
-            }
-        ]
-    }
-    (rig.home / ".factory").mkdir()
-    (rig.home / ".factory" / "settings.json").write_text(json.dumps(settings, indent=2))
+    (custom,) = json.loads(config.file_content or "")["customModels"]
+    assert (custom["provider"], custom["baseUrl"]) == (provider, base_url)
+    env = rig.install(config)
     script_upstream(rig.fake)
-    result = rig.run(
-        [client_program("droid"), "exec", "-m", f"custom:{model}", PROMPT],
-        rig.env({"AIBRIDGE_TOKEN": HOST_TOKEN}),
-    )
+    result = rig.run(program_argv(config.run, client_program("droid"), prompt=PROMPT), env)
     started = check_run(
         rig,
         result,

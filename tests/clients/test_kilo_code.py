@@ -8,8 +8,9 @@ from typing import Any
 
 import pytest
 
-from ..conftest import HOST_TOKEN
-from .harness import Rig, check_run, client_program, script_upstream
+from aibridge_asgi.client_table import Api
+
+from .harness import Rig, check_run, client_program, program_argv, script_upstream
 
 PROMPT = "Give me a one-line greeting for the bridge check."
 #: Kilo fetches its own model list from its cloud whatever the settings; the
@@ -17,49 +18,50 @@ PROMPT = "Give me a one-line greeting for the bridge check."
 KILO_CLOUD = ("api.kilo.ai",)
 
 
-def provider_config(rig: Rig, provider: str) -> tuple[str, dict[str, Any]]:
-    """(model as `kilo run -m` takes it, the `provider` section of kilo.json)."""
+def provider_section(rig: Rig, provider: Api) -> dict[str, Any]:
+    """What the `provider` section of kilo.json should say."""
     token = "{env:AIBRIDGE_TOKEN}"
     if provider == "openai":
-        section = {
+        return {
             "aibridge": {
                 "npm": "@ai-sdk/openai-compatible",
                 "name": "AI Bridge",
                 "options": {"baseURL": rig.openai_url, "apiKey": token},
-                "models": {"gpt-5": {"name": "GPT-5"}},
+                "models": {"gpt-5": {"name": "gpt-5"}},
             }
         }
-        return "aibridge/gpt-5", section
-    section = {
+    return {
         "anthropic": {
             "options": {"baseURL": rig.anthropic_url + "/v1", "apiKey": token},
-            "models": {"claude-sonnet-4-5": {"name": "Claude Sonnet 4.5"}},
+            "models": {"claude-sonnet-4-5": {"name": "claude-sonnet-4-5"}},
         }
     }
-    return "anthropic/claude-sonnet-4-5", section
 
 
 @pytest.mark.parametrize(
-    ("provider", "route"), [("openai", "/chat/completions"), ("anthropic", "/v1/messages")]
+    ("provider", "route"),
+    [("openai", "/chat/completions"), ("anthropic", "/v1/messages")],
+    ids=["openai", "anthropic"],
 )
-def test_kilo_code_run(rig: Rig, provider: str, route: str) -> None:
-    model, section = provider_config(rig, provider)
-    config = {"autoupdate": False, "share": "disabled", "provider": section}
-    config_file = rig.root / "kilo.json"
-    config_file.write_text(json.dumps(config, indent=2))
-    env = rig.env(
+def test_kilo_code_run(rig: Rig, provider: Api, route: str) -> None:
+    # ~/.config/kilo/kilo.json and the environment as configure() gives
+    # them, plus the suite's isolation switches.
+    config = rig.configure("kilo-code", api=provider)
+    assert json.loads(config.file_content or "")["provider"] == provider_section(rig, provider)
+    env = rig.install(
+        config,
         {
-            "AIBRIDGE_TOKEN": HOST_TOKEN,
-            "KILO_CONFIG": str(config_file),
             "KILO_DISABLE_MODELS_FETCH": "1",
             "KILO_DISABLE_AUTOUPDATE": "1",
             "KILO_DISABLE_SHARE": "1",
             "KILO_TELEMETRY_LEVEL": "off",
             "KILO_DISABLE_SESSION_INGEST": "1",
-        }
+        },
     )
+    argv = program_argv(config.run, client_program("kilo"), prompt=PROMPT)
+    model = argv[argv.index("-m") + 1]
     script_upstream(rig.fake)
-    result = rig.run([client_program("kilo"), "run", "-m", model, PROMPT], env)
+    result = rig.run(argv, env)
     started = check_run(
         rig,
         result,

@@ -32,7 +32,8 @@ def node(package: str) -> str:
 def test_openai_node(rig: Rig, api: str, mode: str, route: str) -> None:
     prompt = f"Node OpenAI SDK, {api} API, {mode}: say hello."
     script_upstream(rig.fake)
-    env = rig.env({"BRIDGE_OPENAI_BASE_URL": rig.openai_url, "BRIDGE_TOKEN": HOST_TOKEN})
+    # The SDK reads OPENAI_BASE_URL and OPENAI_API_KEY, as configure() sets them.
+    env = rig.install(rig.configure("openai-node"))
     script = SUITE / "openai_sdk.mjs"
     result = rig.run([node("openai"), script, api, mode, prompt], env, timeout=60)
     started = check_run(
@@ -48,7 +49,8 @@ def test_openai_node(rig: Rig, api: str, mode: str, route: str) -> None:
 def test_anthropic_node(rig: Rig, mode: str) -> None:
     prompt = f"Node Anthropic SDK, {mode}: say hello."
     script_upstream(rig.fake)
-    env = rig.env({"BRIDGE_ANTHROPIC_BASE_URL": rig.anthropic_url, "BRIDGE_TOKEN": HOST_TOKEN})
+    # The SDK reads ANTHROPIC_BASE_URL and ANTHROPIC_API_KEY, as configure() sets them.
+    env = rig.install(rig.configure("anthropic-node"))
     script = SUITE / "anthropic_sdk.mjs"
     result = rig.run([node("@anthropic-ai/sdk"), script, mode, prompt], env, timeout=60)
     started = check_run(

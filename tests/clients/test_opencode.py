@@ -7,8 +7,9 @@ import json
 
 import pytest
 
-from ..conftest import HOST_TOKEN
-from .harness import Rig, check_run, client_program, script_upstream
+from aibridge_asgi.client_table import Api
+
+from .harness import Rig, check_run, client_program, program_argv, script_upstream
 
 PROMPT = "Give me a one-line greeting for the bridge check."
 
@@ -19,33 +20,27 @@ PROMPT = "Give me a one-line greeting for the bridge check."
         ("anthropic", "claude-sonnet-4-5", "/v1/messages"),
         ("openai", "gpt-5", "/responses"),
     ],
+    ids=["anthropic", "openai"],
 )
-def test_opencode_run(rig: Rig, provider: str, model: str, route: str) -> None:
+def test_opencode_run(rig: Rig, provider: Api, model: str, route: str) -> None:
+    # The global config file and environment configure() gives, plus the
+    # suite's isolation switches.
+    config = rig.configure("opencode", api=provider)
+    assert config.model == model
     base_url = rig.anthropic_url + "/v1" if provider == "anthropic" else rig.openai_url
-    config = {
-        "$schema": "https://opencode.ai/config.json",
-        "autoupdate": False,
-        "share": "disabled",
-        "provider": {
-            provider: {
-                "options": {"baseURL": base_url, "apiKey": "{env:AIBRIDGE_TOKEN}"},
-                "models": {model: {"name": model}},
-            }
-        },
-    }
-    config_file = rig.root / "opencode.json"
-    config_file.write_text(json.dumps(config, indent=2))
-    env = rig.env(
+    options = json.loads(config.file_content or "")["provider"][provider]["options"]
+    assert options == {"baseURL": base_url, "apiKey": "{env:AIBRIDGE_TOKEN}"}
+    env = rig.install(
+        config,
         {
-            "AIBRIDGE_TOKEN": HOST_TOKEN,
-            "OPENCODE_CONFIG": str(config_file),
             "OPENCODE_DISABLE_MODELS_FETCH": "1",
             "OPENCODE_DISABLE_AUTOUPDATE": "1",
             "OPENCODE_DISABLE_SHARE": "1",
-        }
+        },
     )
+    assert config.run[:3] == ("opencode", "run", "-m")
     script_upstream(rig.fake)
-    result = rig.run([client_program("opencode"), "run", "-m", f"{provider}/{model}", PROMPT], env)
+    result = rig.run(program_argv(config.run, client_program("opencode"), prompt=PROMPT), env)
     # OpenCode quotes a prompt argument that has spaces, so the recorded
     # prompt is the text in double quotes: "contains" is the check.
     started = check_run(

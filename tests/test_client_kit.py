@@ -1,0 +1,566 @@
+"""The client configuration kit: the table of clients, ``configure()``, the
+``python -m aibridge_asgi`` command, detection on the table, and the
+generated docs/clients.md."""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+import shlex
+import subprocess
+import sys
+import tomllib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import anthropic
+import openai
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from aibridge_asgi import InterceptionStarted, _syntax, client_docs
+from aibridge_asgi.__main__ import main
+from aibridge_asgi.client_table import CLIENTS, TOKEN_ENV, Api
+from aibridge_asgi.clients import (
+    ClientConfig,
+    ClientNotSupported,
+    UnknownClient,
+    configure,
+    detect_client,
+    find_client,
+)
+from aibridge_asgi.testing import ANTHROPIC_KEY, OPENAI_KEY, FakeUpstream
+
+from .conftest import HOST_TOKEN, Running
+
+ROOT = Path(__file__).resolve().parent.parent
+BASE = "https://ai.example.com/api/v2/aibridge"
+ODD_TOKEN = "a'b\"c$d`e\\f g;h|i&j*k\n#l{env:X}${Y}"
+
+#: The base URL each client must get, as a suffix of the mount URL: what
+#: each client appends itself decides it (docs/clients.md says why).
+URL_FORMS: dict[tuple[str, Api], str] = {
+    ("claude-code", "anthropic"): "/anthropic",
+    ("codex", "openai"): "/openai/v1",
+    ("opencode", "anthropic"): "/anthropic/v1",
+    ("opencode", "openai"): "/openai/v1",
+    ("factory", "anthropic"): "/anthropic",
+    ("factory", "openai"): "/openai/v1",
+    ("goose", "anthropic"): "/anthropic",
+    ("goose", "openai"): "/openai",
+    ("cline", "openai"): "/openai/v1",
+    ("cline", "anthropic"): "/anthropic",
+    ("kilo-code", "openai"): "/openai/v1",
+    ("kilo-code", "anthropic"): "/anthropic/v1",
+    ("roo-code", "anthropic"): "/anthropic",
+    ("roo-code", "openai"): "/openai/v1",
+    ("vscode", "openai"): "/openai/v1/chat/completions",
+    ("jetbrains", "openai"): "/openai/v1",
+    ("zed", "anthropic"): "/anthropic",
+    ("zed", "openai"): "/openai/v1",
+    ("openai-python", "openai"): "/openai/v1",
+    ("anthropic-python", "anthropic"): "/anthropic",
+    ("openai-node", "openai"): "/openai/v1",
+    ("anthropic-node", "anthropic"): "/anthropic",
+}
+
+ISSUE_CLIENTS = (
+    "Claude Code",
+    "Codex CLI",
+    "OpenCode",
+    "Factory",
+    "Goose",
+    "Cline",
+    "Kilo Code",
+    "Roo Code",
+    "VS Code",
+    "JetBrains",
+    "Zed",
+    "Windsurf",
+    "Cursor",
+    "Amp",
+    "Kiro",
+    "Gemini CLI",
+    "Antigravity",
+    "openai-python",
+    "anthropic-python",
+    "openai-node",
+    "anthropic-node",
+)
+
+SETUPS = [
+    pytest.param(client.key, setup.api, id=f"{client.key}-{setup.api}")
+    for client in CLIENTS
+    for setup in client.setups
+    if client.supported
+]
+
+
+def parsed_file(config: ClientConfig) -> Any:
+    if config.file_content is None:
+        return None
+    if config.file_syntax == "toml":
+        return tomllib.loads(config.file_content)
+    assert config.file_syntax == "json"
+    return json.loads(config.file_content)
+
+
+def strings_in(value: Any) -> Iterator[str]:
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            yield from strings_in(key)
+            yield from strings_in(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from strings_in(item)
+
+
+def everything(config: ClientConfig) -> list[str]:
+    """Every value the configuration hands the client."""
+    return [
+        *(v for _, v in config.env),
+        *(arg for argv in config.commands for arg in argv),
+        *(v for _, v in config.settings),
+        *strings_in(parsed_file(config)),
+    ]
+
+
+def shell_values(lines: tuple[str, ...], names: list[str]) -> list[str]:
+    """What a POSIX shell makes of ``export`` lines: each variable's value."""
+    script = "\n".join(lines) + "\n" + "".join(f'printf "%s\\0" "${n}"\n' for n in names)
+    out = subprocess.run(["sh", "-c", script], capture_output=True, check=True).stdout
+    return out.decode().split("\0")[:-1]
+
+
+# -- the table ------------------------------------------------------------------
+
+
+def test_every_client_of_the_issue_has_an_entry() -> None:
+    for name in ISSUE_CLIENTS:
+        find_client(name)
+    assert len(CLIENTS) == len(ISSUE_CLIENTS)
+
+
+def test_names_are_unique() -> None:
+    def fold(name: str) -> str:
+        return "".join(ch for ch in name.lower() if ch.isalnum())
+
+    names = [n for c in CLIENTS for n in {fold(x) for x in (c.key, c.name, c.recorded, *c.aliases)}]
+    assert len(names) == len(set(names)), "a name find_client() cannot tell apart"
+    assert len({c.recorded for c in CLIENTS}) == len(CLIENTS)
+
+
+def test_wire_markers_do_not_overlap() -> None:
+    """Two clients' User-Agent prefixes where one starts the other would
+    make detection depend on the table's order."""
+    prefixes = [(c.key, p.lower()) for c in CLIENTS if c.wire for p in c.wire.user_agent_prefixes]
+    for key, prefix in prefixes:
+        for other, longer in prefixes:
+            assert other == key or not longer.startswith(prefix), (key, prefix, other)
+
+
+def test_supported_clients_say_how_and_the_others_why_not() -> None:
+    for client in CLIENTS:
+        if client.unsupported is None:
+            assert client.setups, client.key
+            for setup in client.setups:
+                assert setup.env or setup.file or setup.commands or setup.settings
+                assert setup.verified_by or client.untested, client.key
+        else:
+            assert not client.setups and client.unsupported.endswith("."), client.key
+    assert {c.key for c in CLIENTS if not c.supported} == {
+        "windsurf",
+        "cursor",
+        "amp",
+        "kiro",
+        "gemini-cli",
+        "antigravity",
+    }
+
+
+def _named_tests() -> set[str]:
+    named = {t for c in CLIENTS for s in c.setups for t in s.verified_by}
+    notes = " ".join(n for c in CLIENTS for s in c.setups for n in (*s.notes, *c.notes))
+    named.update(re.findall(r"tests/[\w/]+\.py::[\w\[\]/.-]+", notes))
+    return named
+
+
+def _here(test_id: str) -> bool:
+    """Whether ``test_id`` names a test of this module (no need to collect it)."""
+    name, _, param = test_id.split("::", 1)[1].partition("[")
+    test = globals().get(name)
+    if not callable(test) or not name.startswith("test_"):
+        return False
+    if not param:
+        return True
+    ids = [str(v) for mark in getattr(test, "pytestmark", []) for v in mark.args[1]]
+    return param.rstrip("]") in ids
+
+
+def test_every_named_test_exists() -> None:
+    named = _named_tests()
+    here = {t for t in named if t.startswith("tests/test_client_kit.py::")}
+    assert all(_here(t) for t in here), sorted(t for t in here if not _here(t))
+    files = sorted({t.split("::", 1)[0] for t in named - here})
+    assert files and all(f.startswith("tests/clients/") for f in files)
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider", *files],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
+    missing = named - here - set(result.stdout.split())
+    assert not missing, f"the table names tests that do not exist: {sorted(missing)}"
+
+
+def test_versions_are_the_pinned_ones() -> None:
+    npm = json.loads((ROOT / "tests/clients/package.json").read_text())["dependencies"]
+    pypi = dict(
+        line.split("==", 1)
+        for line in (ROOT / "tests/clients/requirements.txt").read_text().splitlines()
+        if "==" in line and not line.startswith("#")
+    )
+    for client in CLIENTS:
+        if any(s.verified_by for s in client.setups):
+            assert client.pinned and client.version, client.key
+        if client.pinned:
+            registry, package = client.pinned.split(":", 1)
+            pins = npm if registry == "npm" else pypi
+            assert pins.get(package) == client.version, client.key
+
+
+def test_the_docs_page_is_generated_from_the_table() -> None:
+    committed = (ROOT / "docs/clients.md").read_text(encoding="utf-8")
+    assert committed == client_docs.render(), (
+        "docs/clients.md differs from the table:"
+        " python -m aibridge_asgi docs-clients --output docs/clients.md"
+    )
+
+
+# -- configure() ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("key", "api"), SETUPS)
+def test_each_entry_gets_its_base_url_form(key: str, api: Api) -> None:
+    config = configure(key, BASE, ODD_TOKEN, api=api)
+    assert config.api == api and config.client == key
+    urls = {v for v in everything(config) if "ai.example.com" in v}
+    assert urls == {BASE + URL_FORMS[(key, api)]}
+    # A trailing slash on the mount URL changes nothing.
+    assert configure(key, BASE + "/", ODD_TOKEN, api=api) == config
+
+
+def test_every_setup_has_an_expected_url_form() -> None:
+    assert {(k, a) for k, a in (p.values for p in SETUPS)} == set(URL_FORMS)
+
+
+@pytest.mark.parametrize(("key", "api"), SETUPS)
+def test_tokens_with_odd_characters_survive(key: str, api: Api) -> None:
+    config = configure(key, BASE, ODD_TOKEN, api=api)
+    values = everything(config)
+    assert ODD_TOKEN in values, "the token reaches the client"
+    if config.env:
+        names = [name for name, _ in config.env]
+        assert shell_values(config.env_lines, names) == [value for _, value in config.env]
+    for line, argv in zip(config.command_lines, config.commands, strict=True):
+        assert shlex.split(line) == list(argv)
+    if config.run:
+        assert shlex.split(config.run_line) == list(config.run)
+    # Config files refer to the environment for the token; they hold no secret.
+    if config.file_content is not None:
+        assert ODD_TOKEN not in config.file_content
+        assert "a'b" not in config.file_content
+        assert config.env_vars.get(TOKEN_ENV) == ODD_TOKEN or key == "zed"
+
+
+@pytest.mark.parametrize(("key", "api"), [p.values for p in SETUPS if p.values[0] != "cline"])
+def test_files_stay_valid_whatever_the_values(key: str, api: Api) -> None:
+    """A mount URL and model with quotes, backslashes, a newline and
+    non-ASCII: the TOML or JSON file still parses to exactly those values."""
+    base = "https://ai.example.com/odd\"\\path'ü"
+    model = 'm"o\\d\te\nl-ü\x7f'
+    config = configure(key, base, ODD_TOKEN, api=api, model=model)
+    if config.file_content is None:
+        return
+    data = parsed_file(config)
+    found = set(strings_in(data))
+    assert base + URL_FORMS[(key, api)] in found
+    if key != "zed":
+        assert model in found or any(model in s for s in found)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.dictionaries(
+        st.text(min_size=1, max_size=12),
+        st.one_of(
+            st.text(max_size=30),
+            st.integers(min_value=-(2**63), max_value=2**63 - 1),
+            st.booleans(),
+            st.dictionaries(st.text(min_size=1, max_size=8), st.text(max_size=20), max_size=3),
+        ),
+        max_size=5,
+    )
+)
+def test_toml_writer_round_trips(table: dict[str, Any]) -> None:
+    assert tomllib.loads(_syntax.dump_toml(table)) == table
+
+
+@given(st.text(max_size=40))
+def test_export_lines_round_trip_through_shlex(value: str) -> None:
+    line = _syntax.export_line("X", value)
+    assert shlex.split(line) == ["export", f"X={value}"]
+
+
+def test_codex_config_is_the_documented_provider() -> None:
+    config = configure("codex", BASE, "tok")
+    assert config.file_path == "~/.codex/config.toml"
+    assert parsed_file(config) == {
+        "model": "gpt-5",
+        "model_provider": "aibridge",
+        "model_providers": {
+            "aibridge": {
+                "name": "AI Bridge",
+                "base_url": BASE + "/openai/v1",
+                "env_key": TOKEN_ENV,
+                "wire_api": "responses",
+            }
+        },
+    }
+    assert config.env_lines == (f"export {TOKEN_ENV}=tok",)
+
+
+def test_model_and_api_choice() -> None:
+    config = configure("opencode", BASE, "tok", api="openai", model="gpt-5-codex")
+    assert config.run == ("opencode", "run", "-m", "openai/gpt-5-codex", "your prompt")
+    assert parsed_file(config)["provider"]["openai"]["models"] == {
+        "gpt-5-codex": {"name": "gpt-5-codex"}
+    }
+    assert configure("goose", BASE, "t").api == "anthropic"  # the first one listed
+    with pytest.raises(ValueError, match="cannot use the anthropic API"):
+        configure("codex", BASE, "t", api="anthropic")
+
+
+def test_unknown_unsupported_and_bad_base_urls() -> None:
+    with pytest.raises(UnknownClient, match="known: claude-code"):
+        configure("notepad", BASE, "t")
+    with pytest.raises(ClientNotSupported, match="Gemini API"):
+        configure("gemini-cli", BASE, "t")
+    for bad in (BASE + "/openai/v1", BASE + "/anthropic", "ftp://x/y", "host/api", BASE + "?a=1"):
+        with pytest.raises(ValueError):
+            configure("claude-code", bad, "t")
+    # Names as people type them.
+    assert find_client("Claude Code").key == find_client("claude").key == "claude-code"
+    assert find_client("VS Code Copilot").key == "vscode"
+
+
+# -- detection --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("headers", "expected"),
+    [
+        ({"user-agent": "claude-cli/2.1.332 (external, sdk-cli)"}, "Claude Code"),
+        ({"user-agent": "codex_exec/0.171.0 (Ubuntu)"}, "Codex"),
+        ({"user-agent": "x", "originator": "codex_cli_rs"}, "Codex"),
+        ({"user-agent": "opencode/1.18.33 ai-sdk/provider-utils/4"}, "OpenCode"),
+        ({"user-agent": "kilo/7.7.7"}, "Kilo Code"),
+        ({"x-kilocode-taskid": "t1"}, "Kilo Code"),
+        ({"user-agent": "Roo-Code/3.0"}, "Roo Code"),
+        ({"user-agent": "factory-cli/0.215.0"}, "Factory"),
+        ({"user-agent": "goose/1.0"}, "Goose"),
+        ({"user-agent": "Zed/0.200"}, "Zed"),
+        ({"user-agent": "GitHubCopilotChat/0.30"}, "VS Code Copilot"),
+        ({"x-cursor-client-version": "1.0"}, "Cursor"),
+        ({"user-agent": "OpenAI/Python 3.57.0"}, "openai-python"),
+        ({"user-agent": "AsyncAnthropic/Python 2.14.0"}, "anthropic-python"),
+        ({"user-agent": "OpenAI/JS 7.59.0"}, "openai-node"),
+        ({"user-agent": "Anthropic/JS 1.14.0"}, "anthropic-node"),
+        ({"user-agent": "curl/8"}, "unknown"),
+    ],
+)
+def test_detection_reads_the_table(headers: dict[str, str], expected: str) -> None:
+    assert detect_client(headers)[0] == expected
+
+
+def test_detection_order_own_markers_then_prompt_then_sdk() -> None:
+    cline = {"messages": [{"role": "system", "content": "You are Cline, a coder."}]}
+    # Cline's VS Code extension speaks through the OpenAI SDK for Node.
+    assert detect_client({"user-agent": "OpenAI/JS 7.0"}, cline) == ("Cline", None)
+    # A client's own User-Agent wins over a system prompt.
+    assert detect_client({"user-agent": "factory-cli/1"}, cline) == ("Factory", None)
+    headers = {"user-agent": "kilo/7.7.7", "x-session-id": "ses_9"}
+    assert detect_client(headers) == ("Kilo Code", "ses_9")
+
+
+# -- the command line -------------------------------------------------------------
+
+
+def run_main(*argv: str, stdin: str = "", tty: bool = False) -> tuple[int, str, str]:
+    class Input(io.StringIO):
+        def isatty(self) -> bool:
+            return tty
+
+    out, err = io.StringIO(), io.StringIO()
+    code = main(list(argv), stdin=Input(stdin), stdout=out, stderr=err)
+    return code, out.getvalue(), err.getvalue()
+
+
+@pytest.fixture
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.delenv(TOKEN_ENV, raising=False)
+    return home
+
+
+def test_cli_prints_the_configuration(home: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "aibridge_asgi", "configure", "codex", "--base-url", BASE],
+        env={"PATH": "/usr/bin:/bin", "HOME": str(home), TOKEN_ENV: "tok'1"},
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stderr
+    assert 'base_url = "https://ai.example.com/api/v2/aibridge/openai/v1"' in result.stdout
+    assert "export AIBRIDGE_TOKEN='tok'\"'\"'1'" in result.stdout
+    assert not (home / ".codex").exists()  # printing writes nothing
+
+    code, out, _ = run_main(
+        "configure", "claude-code", "--base-url", BASE, "--token", ODD_TOKEN, "--format", "env"
+    )
+    assert code == 0
+    assert shell_values(tuple(out.splitlines()), ["ANTHROPIC_AUTH_TOKEN"]) == [ODD_TOKEN]
+    code, out, _ = run_main("configure", "zed", "--api", "openai", "--base-url", BASE,
+                            "--token", "t", "--format", "json")  # fmt: skip
+    assert code == 0
+    data = json.loads(out)
+    assert data["file"]["path"] == "~/.config/zed/settings.json"
+    assert data["env"] == {"OPENAI_API_KEY": "t"}
+
+
+def test_cli_errors(home: Path) -> None:
+    code, _, err = run_main("configure", "codex", "--base-url", BASE)
+    assert code == 2 and TOKEN_ENV in err
+    code, _, err = run_main("configure", "windsurf", "--base-url", BASE, "--token", "t")
+    assert code == 2 and "no setting to send its model traffic" in err
+    code, _, err = run_main("configure", "codex", "--base-url", BASE + "/openai/v1", "--token", "t")
+    assert code == 2 and "mount URL" in err
+
+
+def test_cli_writes_and_never_overwrites_without_asking(home: Path) -> None:
+    target = home / ".codex" / "config.toml"
+    args = ("configure", "codex", "--base-url", BASE, "--token", "t", "--write")
+    code, out, err = run_main(*args)
+    assert code == 0 and f"wrote {target}" in err
+    first = target.read_text()
+    assert tomllib.loads(first)["model_providers"]["aibridge"]["base_url"] == BASE + "/openai/v1"
+    assert "export AIBRIDGE_TOKEN=t" in out and "# file" not in out  # the rest to do
+
+    # The same content again: nothing to do.
+    code, _, err = run_main(*args)
+    assert code == 0 and "up to date" in err
+
+    # A different file: refused without a terminal to ask at...
+    other = ("configure", "codex", "--base-url", "https://other.example/ai", "--token", "t")
+    code, _, err = run_main(*other, "--write")
+    assert code == 1 and "--force" in err
+    assert target.read_text() == first
+    # ... and when the answer is no.
+    code, _, err = run_main(*other, "--write", stdin="n\n", tty=True)
+    assert code == 1 and "replace it?" in err
+    assert target.read_text() == first
+    assert list(target.parent.iterdir()) == [target]
+
+    # Yes at the terminal: replaced, the old one kept beside it.
+    code, _, err = run_main(*other, "--write", stdin="y\n", tty=True)
+    assert code == 0 and "config.toml.bak" in err
+    assert "https://other.example/ai/openai/v1" in target.read_text()
+    assert (target.parent / "config.toml.bak").read_text() == first
+
+    # --force: replaced again; the earlier backup is not lost.
+    second = target.read_text()
+    code, _, _ = run_main(*args, "--force")
+    assert code == 0 and target.read_text() == first
+    assert (target.parent / "config.toml.bak").read_text() == first
+    assert (target.parent / "config.toml.bak.1").read_text() == second
+
+
+def test_cli_write_for_a_client_without_a_file(home: Path) -> None:
+    code, out, err = run_main(
+        "configure", "claude-code", "--base-url", BASE, "--token", "t", "--write"
+    )
+    assert code == 0 and "nothing written" in err
+    assert "export ANTHROPIC_BASE_URL=https://ai.example.com/api/v2/aibridge/anthropic" in out
+    assert list(home.iterdir()) == []
+
+
+def test_cli_lists_the_clients() -> None:
+    code, out, _ = run_main("clients")
+    assert code == 0
+    lines = out.splitlines()
+    assert len(lines) == len(CLIENTS) + 1
+    assert re.search(r"^codex +Codex CLI +OpenAI \(Responses\) +verified$", out, re.M)
+    assert re.search(r"^windsurf +Windsurf +- +not possible$", out, re.M)
+    code, out, _ = run_main("clients", "--format", "json")
+    assert [c["key"] for c in json.loads(out)] == [c.key for c in CLIENTS]
+
+
+def test_cli_docs(tmp_path: Path) -> None:
+    code, out, _ = run_main("docs-clients")
+    assert code == 0 and out == client_docs.render()
+    page = tmp_path / "clients.md"
+    assert run_main("docs-clients", "--output", str(page), "--check")[0] == 1
+    assert run_main("docs-clients", "--output", str(page))[0] == 0
+    assert run_main("docs-clients", "--output", str(page), "--check")[0] == 0
+
+
+# -- the Python SDKs with only the configured environment ------------------------------
+
+
+def _clean_sdk_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in (
+        "OPENAI_API_KEY",
+        "OPENAI_BASE_URL",
+        "OPENAI_ORG_ID",
+        "OPENAI_PROJECT_ID",
+        "ANTHROPIC_API_KEY",
+        "ANTHROPIC_AUTH_TOKEN",
+        "ANTHROPIC_BASE_URL",
+    ):
+        monkeypatch.delenv(name, raising=False)
+
+
+@pytest.mark.parametrize("key", ["openai-python", "anthropic-python"])
+def test_python_sdk_from_configured_env(
+    key: str, running: Running, fake: FakeUpstream, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The SDK built with no arguments, from the environment configure() gives."""
+    _clean_sdk_env(monkeypatch)
+    config = configure(key, running.url, HOST_TOKEN)
+    for name, value in config.env:
+        monkeypatch.setenv(name, value)
+    if key == "openai-python":
+        chat = openai.OpenAI(max_retries=0).chat.completions.create(
+            model="gpt-5", messages=[{"role": "user", "content": "hi"}]
+        )
+        text = chat.choices[0].message.content
+        key_header = ("authorization", f"Bearer {OPENAI_KEY}")
+    else:
+        message = anthropic.Anthropic(max_retries=0).messages.create(
+            model="claude-sonnet-4-6", max_tokens=64, messages=[{"role": "user", "content": "hi"}]
+        )
+        text = message.content[0].text  # type: ignore[union-attr]
+        key_header = ("x-api-key", ANTHROPIC_KEY)
+    assert text == fake.reply
+    assert fake.last().header(key_header[0]) == key_header[1]
+    running.recorder.wait_ended(1)
+    (started,) = running.recorder.of_type(InterceptionStarted)
+    assert (started.client, started.actor.id) == (key, "alice")
