@@ -15,7 +15,10 @@ every other header passes through byte for byte.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
+
+from .errors import BridgeError
 
 __all__ = [
     "HOP_BY_HOP",
@@ -45,6 +48,10 @@ HOP_BY_HOP = frozenset(
 HOST_CREDENTIALS = frozenset(
     {b"authorization", b"x-api-key", b"cookie", b"proxy-authorization", b"coder-session-token"}
 )
+
+# A header name (RFC 9110 token) and what a header value must not hold.
+_TOKEN = re.compile(rb"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+_CONTROL = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
 
 # Set by the bridge itself on the upstream request.
 _REPLACED = frozenset({b"host", b"content-length", b"accept-encoding"})
@@ -84,7 +91,9 @@ def request_headers_for_upstream(
     add: Sequence[tuple[bytes, bytes]],
 ) -> list[tuple[bytes, bytes]]:
     """Client headers minus credentials, hop-by-hop and ``strip``; plus ``add``,
-    which replaces any client header of the same name.
+    which replaces any client header of the same name. A forwarded header
+    with control characters (CR, LF, NUL...) or a malformed name is refused
+    with a 400 :class:`~aibridge_asgi.errors.BridgeError`.
 
     The bridge asks upstream for ``identity`` encoding so it can relay bytes
     unchanged and parse them on the side.
@@ -92,6 +101,12 @@ def request_headers_for_upstream(
     drop = HOP_BY_HOP | HOST_CREDENTIALS | _REPLACED | strip | {n for n, _ in add}
     drop |= _connection_tokens(headers)
     out = [(n, v) for n, v in headers if n not in drop]
+    for name, value in out:
+        if not _TOKEN.fullmatch(name) or _CONTROL.search(value):
+            shown = name.decode("latin-1")[:40].encode("unicode_escape").decode()
+            raise BridgeError(
+                400, f"request header {shown!r} has characters that cannot be forwarded"
+            )
     out.extend(add)
     out.append((b"accept-encoding", b"identity"))
     return out

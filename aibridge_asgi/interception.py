@@ -34,6 +34,7 @@ from ._asgi import (
     upstream_url,
 )
 from .apis import ApiInterception, interception_for
+from .apis.base import clean_text
 from .auth import request_headers_for_upstream
 from .clients import detect_client
 from .errors import BridgeError
@@ -42,7 +43,12 @@ from .hooks import call as call_hooks
 from .records import Actor, InterceptionEnded, InterceptionStarted, utcnow
 from .relay import Outcome, relay_body, relay_stream
 from .routing import RESPONSES, Route
-from .upstream import UpstreamResponse, UpstreamTimeout, UpstreamUnreachable
+from .upstream import (
+    UpstreamRequestInvalid,
+    UpstreamResponse,
+    UpstreamTimeout,
+    UpstreamUnreachable,
+)
 
 __all__ = ["INTERCEPTION_ID_HEADER", "intercept"]
 
@@ -71,7 +77,8 @@ def _parse_request(raw: bytes) -> dict[str, Any]:
     if not raw:
         raise BridgeError(400, "request body is empty; expected a JSON object")
     try:
-        body = json.loads(raw)
+        # Strict UTF-8 (json.loads on bytes would let encoded surrogates pass).
+        body = json.loads(raw.decode("utf-8"))
     except UnicodeDecodeError:
         raise BridgeError(400, "request body is not valid UTF-8") from None
     except ValueError as exc:
@@ -140,11 +147,11 @@ async def intercept(
         actor=actor,
         provider=provider.kind,
         provider_name=provider.name,
-        model=model if isinstance(model, str) else "",
+        model=clean_text(model) if isinstance(model, str) else "",
         route=route.api,
         streaming=bool(body and body.get("stream") is True),
         client=client,
-        client_session_id=session_id,
+        client_session_id=clean_text(session_id),
         user_agent=headers.get("user-agent"),
         started_at=utcnow(),
         metadata=actor.metadata,
@@ -248,7 +255,12 @@ async def _exchange(
             added = (*added, *hook.upstream_headers(api.interception_id))
         except Exception:
             logger.exception("hook %s.upstream_headers failed", type(hook).__name__)
-    headers = request_headers_for_upstream(scope["headers"], rt.strip_headers, added)
+    try:
+        headers = request_headers_for_upstream(scope["headers"], rt.strip_headers, added)
+    except BridgeError as exc:
+        outcome.http_status, outcome.error = exc.status, exc.message
+        await send_error(send, provider.kind, exc, (id_header,))
+        return
 
     task = asyncio.current_task()
     assert task is not None
@@ -350,6 +362,12 @@ async def _send_upstream(
             outcome.upstream_began = began
         try:
             response = await rt.upstream.send("POST", url, headers, body)
+        except UpstreamRequestInvalid as exc:
+            if breakers is not None:
+                breakers.record(key, None)
+            outcome.http_status, outcome.error = 400, str(exc)
+            await send_error(send, kind, BridgeError(400, str(exc)), (id_header,))
+            return None
         except (UpstreamTimeout, UpstreamUnreachable) as exc:
             if breakers is not None:
                 breakers.record(key, True)

@@ -23,7 +23,12 @@ from .auth import request_headers_for_upstream, response_headers_for_client
 from .errors import BridgeError
 from .hooks import call as call_hooks
 from .routing import Route
-from .upstream import UpstreamStreamError, UpstreamTimeout, UpstreamUnreachable
+from .upstream import (
+    UpstreamRequestInvalid,
+    UpstreamStreamError,
+    UpstreamTimeout,
+    UpstreamUnreachable,
+)
 
 __all__ = ["passthrough"]
 
@@ -61,13 +66,17 @@ async def _forward(
         await send_error(send, kind, exc)
         return exc.status
     url = upstream_url(provider.resolved_base_url, route.upstream_path, scope["query_string"])
-    headers = request_headers_for_upstream(
-        raw_headers,
-        rt.strip_headers,
-        provider.upstream_headers,
-    )
     try:
+        headers = request_headers_for_upstream(
+            raw_headers, rt.strip_headers, provider.upstream_headers
+        )
         response = await rt.upstream.send(scope["method"], url, headers, body)
+    except BridgeError as exc:
+        await send_error(send, kind, exc)
+        return exc.status
+    except UpstreamRequestInvalid as exc:
+        await send_error(send, kind, BridgeError(400, str(exc)))
+        return 400
     except UpstreamTimeout:
         await send_error(send, kind, UPSTREAM_TIMEOUT)
         return 504

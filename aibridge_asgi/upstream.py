@@ -21,6 +21,7 @@ __all__ = [
     "AiohttpUpstream",
     "HttpxUpstream",
     "Upstream",
+    "UpstreamRequestInvalid",
     "UpstreamResponse",
     "UpstreamStreamError",
     "UpstreamTimeout",
@@ -49,6 +50,11 @@ class UpstreamTimeout(Exception):
     def __init__(self, message: str, *, before_send: bool = False) -> None:
         super().__init__(message)
         self.before_send = before_send
+
+
+class UpstreamRequestInvalid(Exception):
+    """The request cannot be sent as it is (e.g. a header this HTTP client
+    cannot encode). Nothing was sent."""
 
 
 class UpstreamStreamError(Exception):
@@ -229,7 +235,7 @@ class AiohttpUpstream:
                     total=None, connect=t.connect + t.pool, sock_connect=t.connect, sock_read=t.read
                 ),
                 auto_decompress=False,
-                skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding"),
+                skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding", "Content-Type"),
                 trust_env=False,
             )
         return self._session
@@ -238,7 +244,12 @@ class AiohttpUpstream:
         self, method: str, url: str, headers: Sequence[tuple[bytes, bytes]], body: bytes
     ) -> UpstreamResponse:
         session = self._get_session()
-        pairs = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in headers]
+        try:
+            # aiohttp writes header values as UTF-8: decoding them as UTF-8 here
+            # sends the client's bytes unchanged.
+            pairs = [(k.decode("ascii"), v.decode("utf-8")) for k, v in headers]
+        except UnicodeDecodeError:
+            raise UpstreamRequestInvalid("a request header is not valid UTF-8") from None
         # encoded=True: the client's query string goes out exactly as it came.
         target = URL(url, encoded=True)
         try:

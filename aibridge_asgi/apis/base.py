@@ -14,7 +14,7 @@ from typing import Any
 from ..records import ModelThought, PromptUsage, Record, TokenUsage, ToolUsage
 from ..sse import SSEEvent
 
-__all__ = ["ApiInterception", "parse_args", "text_of_parts"]
+__all__ = ["ApiInterception", "clean_text", "parse_args", "text_of_parts"]
 
 _SYSTEM_REMINDER = "<system-reminder>"
 _OVERLOAD_WORDS = ("overloaded", "rate_limit", "server_error", "capacity", "unavailable")
@@ -50,6 +50,23 @@ def text_of_parts(content: Any, text_types: tuple[str, ...]) -> str | None:
     return "\n".join(texts) if texts else None
 
 
+def clean_text(value: Any) -> Any:
+    """``value`` with lone UTF-16 surrogates (which JSON can spell as
+    ``"\\ud800"``) replaced by U+FFFD, in strings, lists and dicts: every
+    text a record carries must encode as UTF-8, or a recorder could fail on it."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return "".join("\ufffd" if "\ud800" <= c <= "\udfff" else c for c in value)
+        return value
+    if isinstance(value, list):
+        return [clean_text(v) for v in value]
+    if isinstance(value, dict):
+        return {clean_text(k): clean_text(v) for k, v in value.items()}
+    return value
+
+
 def _int(value: Any) -> int:
     return value if isinstance(value, int) and not isinstance(value, bool) else 0
 
@@ -76,7 +93,7 @@ class ApiInterception:
         #: (it then counts against the circuit breaker).
         self.overloaded = False
         self._records: list[Record] = []
-        self._prompt = self.extract_prompt(body)
+        self._prompt = clean_text(self.extract_prompt(body))
         self._prompt_recorded = self._prompt is None
         self._usage: dict[str, Any] | None = None
         self._finished = False
@@ -120,7 +137,7 @@ class ApiInterception:
     def set_response_id(self, response_id: Any) -> None:
         """Remember the upstream's response id; the prompt is recorded then."""
         if isinstance(response_id, str) and response_id and not self.response_id:
-            self.response_id = response_id
+            self.response_id = clean_text(response_id)
             self._record_prompt()
 
     def _record_prompt(self) -> None:
@@ -138,16 +155,16 @@ class ApiInterception:
             ToolUsage(
                 self.interception_id,
                 self.response_id,
-                name if isinstance(name, str) else "",
-                call_id if isinstance(call_id, str) else "",
-                args,
+                clean_text(name) if isinstance(name, str) else "",
+                clean_text(call_id) if isinstance(call_id, str) else "",
+                clean_text(args),
             )
         )
 
     def thought(self, content: str, source: str) -> None:
         """Record one piece of model reasoning (empty text is skipped)."""
         if content:
-            self._records.append(ModelThought(self.interception_id, content, source))
+            self._records.append(ModelThought(self.interception_id, clean_text(content), source))
 
     def upstream_error(self, code: Any, message: Any) -> None:
         """Note an error the upstream reported inside a 200 answer."""
