@@ -31,7 +31,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Mount, Route
 
 import aibridge_asgi.upstream as upstream_module
-from aibridge_asgi import Actor, InterceptionEnded, Record, create_bridge
+from aibridge_asgi import Actor, BridgeHooks, InterceptionEnded, Record, create_bridge
 from aibridge_asgi.config import Timeouts
 
 __all__ = ["HOST_TOKEN", "PREFIX", "SEAMS", "BenchRecorder", "build_app", "make_upstream"]
@@ -42,7 +42,10 @@ ANTHROPIC_KEY = "sk-ant-bench-upstream"
 OPENAI_KEY = "sk-bench-upstream"
 
 #: Seam flag -> class name in aibridge_asgi.upstream.
-SEAMS = {"httpx": "HttpxUpstream", "aiohttp": "AiohttpUpstream"}
+#: "aiohttp-obs" adds the observability extras (Prometheus metrics on a
+#: registry, OpenTelemetry spans through the SDK to an exporter that drops
+#: them), to measure what they cost.
+SEAMS = {"httpx": "HttpxUpstream", "aiohttp": "AiohttpUpstream", "aiohttp-obs": "AiohttpUpstream"}
 
 _ACTORS = {HOST_TOKEN: Actor("bench-user", {"team": "bench"})}
 
@@ -80,6 +83,26 @@ def make_upstream(seam: str) -> Any:
     return cls(Timeouts())
 
 
+def observability_hooks() -> list[BridgeHooks]:
+    """Prometheus metrics and OpenTelemetry spans, as a host would run them."""
+    from collections.abc import Sequence
+
+    from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+    from prometheus_client import CollectorRegistry
+
+    from aibridge_asgi.metrics import PrometheusHooks
+    from aibridge_asgi.otel import OpenTelemetryHooks
+
+    class DropExporter(SpanExporter):
+        def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+            return SpanExportResult.SUCCESS
+
+    provider = TracerProvider()
+    provider.add_span_processor(BatchSpanProcessor(DropExporter()))
+    return [PrometheusHooks(CollectorRegistry()), OpenTelemetryHooks(provider.get_tracer("bench"))]
+
+
 def build_app(upstream_url: str, seam: str, keep: int = 10_000) -> Starlette:
     recorder = BenchRecorder(keep)
     bridge = create_bridge(
@@ -88,6 +111,7 @@ def build_app(upstream_url: str, seam: str, keep: int = 10_000) -> Starlette:
         base_urls={"anthropic": upstream_url, "openai": upstream_url + "/v1"},
         recorder=recorder,
         upstream=make_upstream(seam),
+        hooks=observability_hooks() if seam.endswith("-obs") else (),
     )
 
     async def stats(request: Request) -> JSONResponse:

@@ -41,7 +41,12 @@ PY = sys.executable
 PREFIX = "/api/v2/aibridge"
 HOST_TOKEN = "bench-host-token"  # bench/bridge_host.py's
 PROVIDER_KEYS = {"anthropic": "sk-ant-bench-upstream", "openai": "sk-bench-upstream"}
-SEAM_CLASSES = {"httpx": "HttpxUpstream", "aiohttp": "AiohttpUpstream"}
+# "aiohttp-obs": the default seam with the [prometheus] and [otel] extras on.
+SEAM_CLASSES = {
+    "httpx": "HttpxUpstream",
+    "aiohttp": "AiohttpUpstream",
+    "aiohttp-obs": "AiohttpUpstream",
+}
 APIS = ("anthropic", "chat", "responses")
 API_PATHS = {
     "anthropic": ("anthropic", "/v1/messages"),
