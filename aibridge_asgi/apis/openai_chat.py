@@ -149,8 +149,15 @@ class ChatCompletionsInterception(ApiInterception):
         if (
             self.response_id
             and '"tool_calls"' not in data
-            and '"usage"' not in data
             and '"error"' not in data
+            and (
+                '"usage"' not in data
+                # Every chunk says "usage": null once usage is asked for.
+                or (
+                    data.count('"usage"') == 1
+                    and ('"usage":null' in data or '"usage": null' in data)
+                )
+            )
         ):
             return True
         try:
