@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+import traceback
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from types import TracebackType
 from typing import Any, TypeAlias
@@ -121,8 +122,14 @@ class Bridge:
             return
         try:
             actor = await self._resolve(token)
-        except Exception:
-            logger.exception("token resolver failed")
+        except Exception as exc:
+            # Not the message: drivers quote query parameters (the token) in it.
+            frames = "".join(traceback.format_tb(exc.__traceback__))
+            logger.error(
+                "token resolver failed with %s (message withheld: it may quote the token)\n%s",
+                type(exc).__name__,
+                frames,
+            )
             await send_error(
                 send, kind, BridgeError(503, "could not check credentials right now; try again")
             )

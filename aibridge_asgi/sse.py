@@ -38,11 +38,12 @@ class SSEScanner:
     ends is held until the next byte arrives (or :meth:`finish` is called).
     """
 
-    __slots__ = ("_buf", "_data", "_event", "_pos")
+    __slots__ = ("_buf", "_data", "_event", "_pos", "_searched")
 
     def __init__(self) -> None:
         self._buf = bytearray()
         self._pos = 0  # start of the next unscanned line in _buf
+        self._searched = 0  # no line end before this offset (keeps long lines linear)
         self._event: str | None = None
         self._data: list[str] | None = None
 
@@ -78,6 +79,7 @@ class SSEScanner:
         rest = bytes(self._buf)
         self._buf.clear()
         self._pos = 0
+        self._searched = 0
         self._event = None
         self._data = None
         return events, rest
@@ -89,11 +91,13 @@ class SSEScanner:
         start = 0
         size = len(buf)
         while pos < size:
-            m = _LINE_END.search(buf, pos)
+            m = _LINE_END.search(buf, max(pos, self._searched))
             if m is None:
+                self._searched = size  # the unfinished line has no end so far
                 break
             end = m.end()
             if end == size and not final and buf[end - 1] == 0x0D:
+                self._searched = size - 1
                 break  # maybe half of a CRLF: wait for the next byte
             line_start, pos = pos, end
             if m.start() == line_start:
@@ -106,6 +110,7 @@ class SSEScanner:
         if start:
             del buf[:start]
         self._pos = pos - start
+        self._searched = max(self._searched - start, self._pos)
         return events
 
     def _joined(self) -> str | None:

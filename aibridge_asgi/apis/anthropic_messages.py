@@ -62,7 +62,7 @@ class MessagesInterception(ApiInterception):
             return True
         try:
             payload = json.loads(data)
-        except ValueError:
+        except (ValueError, RecursionError):
             self.error = self.error or f"malformed {name or 'data'} event from upstream"
             return True
         if not isinstance(payload, dict):
@@ -156,7 +156,7 @@ class MessagesInterception(ApiInterception):
     def on_body(self, body: bytes) -> None:
         try:
             message = json.loads(body)
-        except ValueError:
+        except (ValueError, RecursionError):
             self.error = "malformed JSON body from upstream"
             return
         if not isinstance(message, dict):

@@ -26,7 +26,7 @@ def parse_args(raw: str) -> Any:
         return {}
     try:
         return json.loads(raw)
-    except ValueError:
+    except (ValueError, RecursionError):
         return raw
 
 

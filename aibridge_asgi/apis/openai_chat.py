@@ -162,7 +162,7 @@ class ChatCompletionsInterception(ApiInterception):
             return True
         try:
             chunk = json.loads(data)
-        except ValueError:
+        except (ValueError, RecursionError):
             self.error = self.error or "malformed chunk from upstream"
             return True
         if not isinstance(chunk, dict):
@@ -230,7 +230,7 @@ class ChatCompletionsInterception(ApiInterception):
     def on_body(self, body: bytes) -> None:
         try:
             completion = json.loads(body)
-        except ValueError:
+        except (ValueError, RecursionError):
             self.error = "malformed JSON body from upstream"
             return
         if not isinstance(completion, dict):

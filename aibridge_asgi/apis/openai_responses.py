@@ -74,7 +74,7 @@ class ResponsesInterception(ApiInterception):
             return True
         try:
             payload = json.loads(data)
-        except ValueError:
+        except (ValueError, RecursionError):
             self.error = self.error or f"malformed {name or 'data'} event from upstream"
             return True
         if not isinstance(payload, dict):
@@ -148,7 +148,7 @@ class ResponsesInterception(ApiInterception):
     def on_body(self, body: bytes) -> None:
         try:
             response = json.loads(body)
-        except ValueError:
+        except (ValueError, RecursionError):
             self.error = "malformed JSON body from upstream"
             return
         if isinstance(response, dict):
