@@ -137,68 +137,27 @@ def anthropic_events(
     start["usage"] = _anthropic_usage(usage, 1)
     events = [sse("message_start", {"type": "message_start", "message": start})]
     events.append(sse("ping", {"type": "ping"}))
-    index = 0
+    blocks: list[tuple[dict[str, Any], list[dict[str, Any]]]] = []
     if thinking is not None:
-        block: dict[str, Any] = {"type": "thinking", "thinking": "", "signature": ""}
-        events.append(
-            sse(
-                "content_block_start",
-                {"type": "content_block_start", "index": index, "content_block": block},
-            )
-        )
-        for piece in _pieces(thinking, pieces):
-            delta = {"type": "thinking_delta", "thinking": piece}
-            events.append(
-                sse(
-                    "content_block_delta",
-                    {"type": "content_block_delta", "index": index, "delta": delta},
-                )
-            )
-        delta = {"type": "signature_delta", "signature": "sig_fake"}
-        events.append(
-            sse(
-                "content_block_delta",
-                {"type": "content_block_delta", "index": index, "delta": delta},
-            )
-        )
-        events.append(sse("content_block_stop", {"type": "content_block_stop", "index": index}))
-        index += 1
+        deltas = [{"type": "thinking_delta", "thinking": p} for p in _pieces(thinking, pieces)]
+        deltas.append({"type": "signature_delta", "signature": "sig_fake"})
+        blocks.append(({"type": "thinking", "thinking": "", "signature": ""}, deltas))
     if text:
-        block = {"type": "text", "text": ""}
-        events.append(
-            sse(
-                "content_block_start",
-                {"type": "content_block_start", "index": index, "content_block": block},
-            )
-        )
-        for piece in _pieces(text, pieces):
-            delta = {"type": "text_delta", "text": piece}
-            events.append(
-                sse(
-                    "content_block_delta",
-                    {"type": "content_block_delta", "index": index, "delta": delta},
-                )
-            )
-        events.append(sse("content_block_stop", {"type": "content_block_stop", "index": index}))
-        index += 1
+        deltas = [{"type": "text_delta", "text": p} for p in _pieces(text, pieces)]
+        blocks.append(({"type": "text", "text": ""}, deltas))
     for call in tool_calls:
-        block = {"type": "tool_use", "id": call.id, "name": call.name, "input": {}}
-        events.append(
-            sse(
-                "content_block_start",
-                {"type": "content_block_start", "index": index, "content_block": block},
-            )
-        )
-        for piece in _pieces(call.arguments_json, pieces):
-            delta = {"type": "input_json_delta", "partial_json": piece}
-            events.append(
-                sse(
-                    "content_block_delta",
-                    {"type": "content_block_delta", "index": index, "delta": delta},
-                )
-            )
+        deltas = [
+            {"type": "input_json_delta", "partial_json": p}
+            for p in _pieces(call.arguments_json, pieces)
+        ]
+        blocks.append(({"type": "tool_use", "id": call.id, "name": call.name, "input": {}}, deltas))
+    for index, (block, deltas) in enumerate(blocks):
+        start_event = {"type": "content_block_start", "index": index, "content_block": block}
+        events.append(sse("content_block_start", start_event))
+        for delta in deltas:
+            delta_event = {"type": "content_block_delta", "index": index, "delta": delta}
+            events.append(sse("content_block_delta", delta_event))
         events.append(sse("content_block_stop", {"type": "content_block_stop", "index": index}))
-        index += 1
     final_usage = _anthropic_usage(usage, usage.output_tokens)
     events.append(
         sse(
