@@ -354,7 +354,7 @@ def test_huge_chunked_body_is_413_without_buffering_past_the_limit(
                 break
         sock.setblocking(True)
         sock.settimeout(5)
-        while b"\r\n\r\n" not in answer:
+        while not _complete(answer):  # headers and body may come in separate reads
             data = sock.recv(65536)
             if not data:
                 break
@@ -398,11 +398,25 @@ def _slow_sender(port: int, head: bytes, body: bytes, pause: float, answers: lis
         sock.setblocking(True)
         sock.settimeout(5)
         try:
-            while b"\r\n\r\n" not in got and (data := sock.recv(65536)):
+            # The status line and headers may come in one read and the body
+            # in the next: read until the whole Content-Length has arrived.
+            while not _complete(got) and (data := sock.recv(65536)):
                 got += data
         except OSError:
             pass
         answers.append(got)
+
+
+def _complete(answer: bytes) -> bool:
+    """Whether ``answer`` holds a whole response with a Content-Length body."""
+    head, sep, body = answer.partition(b"\r\n\r\n")
+    if not sep:
+        return False
+    for line in head.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            return len(body) >= int(value.strip())
+    return True
 
 
 @pytest.mark.parametrize(
