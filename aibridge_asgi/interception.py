@@ -108,7 +108,8 @@ def _check_request(body: dict[str, Any], route: str) -> None:
 
 
 def _root_cause(exc: BaseException) -> BaseException:
-    """The first leaf of an exception group (anyio wraps task errors)."""
+    """The first leaf of an exception group (a host's upstream seam or a task
+    group inside it may raise one)."""
     while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
         exc = exc.exceptions[0]
     return exc
@@ -333,6 +334,7 @@ async def _send_upstream(
     body: bytes,
     id_header: tuple[bytes, bytes],
     outcome: Outcome,
+    key: tuple[str, str, str],
 ) -> UpstreamResponse | None:
     """Send upstream, retrying as the policy allows (nothing has reached the
     client yet) and as the circuit breaker permits. Returns the response to
@@ -340,7 +342,6 @@ async def _send_upstream(
     kind = route.provider.kind
     policy = rt.retry
     breakers = rt.breakers
-    key = (route.provider.name, route.api or "", str(api.body.get("model", "")))
     attempt = 0
     while True:
         if breakers is not None:
@@ -415,12 +416,13 @@ async def _call(
     id_header: tuple[bytes, bytes],
     outcome: Outcome,
 ) -> None:
+    # The circuit breaker's key: provider instance, route, model.
+    key = (route.provider.name, route.api or "", str(api.body.get("model", "")))
     response = await _send_upstream(
-        rt, send, route, api, url, headers, api.upstream_body(raw), id_header, outcome
+        rt, send, route, api, url, headers, api.upstream_body(raw), id_header, outcome, key
     )
     if response is None:
         return
-    key = (route.provider.name, route.api or "", str(api.body.get("model", "")))
     verdict: bool | None = None
     try:
         content_type = next((v for k, v in response.headers if k == b"content-type"), b"")
