@@ -13,6 +13,7 @@ from .config import ProviderConfig, RetryPolicy, Timeouts
 from .hooks import BridgeHooks, Timings
 from .records import (
     Actor,
+    Cost,
     InterceptionEnded,
     InterceptionStarted,
     ModelThought,
@@ -30,6 +31,7 @@ __all__ = [
     "Bridge",
     "BridgeHooks",
     "CircuitBreakerConfig",
+    "Cost",
     "InterceptionEnded",
     "InterceptionStarted",
     "ModelThought",

@@ -19,10 +19,12 @@ from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Any, Literal, Protocol, TypeAlias, runtime_checkable
 
 __all__ = [
     "Actor",
+    "Cost",
     "EndStatus",
     "InterceptionEnded",
     "InterceptionStarted",
@@ -150,8 +152,42 @@ class ModelThought:
     created_at: datetime = field(default_factory=utcnow)
 
 
+def _no_breakdown() -> Mapping[str, Decimal]:
+    return {}
+
+
+@dataclass(frozen=True, slots=True)
+class Cost:
+    """What one interception's tokens cost, from the bridge's price book.
+
+    ``amount`` is ``None`` when the model has no price (never a guess);
+    ``breakdown`` maps each token kind to its share and sums exactly to
+    ``amount``. Produced after the :class:`TokenUsage` it prices and before
+    :class:`InterceptionEnded`.
+    """
+
+    interception_id: str
+    provider_name: str
+    model: str
+    amount: Decimal | None
+    currency: str = "USD"
+    breakdown: Mapping[str, Decimal] = field(default_factory=_no_breakdown)
+    created_at: datetime = field(default_factory=utcnow)
+
+    @property
+    def priced(self) -> bool:
+        """Whether the model had a price."""
+        return self.amount is not None
+
+
 Record: TypeAlias = (
-    InterceptionStarted | InterceptionEnded | TokenUsage | PromptUsage | ToolUsage | ModelThought
+    InterceptionStarted
+    | InterceptionEnded
+    | TokenUsage
+    | PromptUsage
+    | ToolUsage
+    | ModelThought
+    | Cost
 )
 
 
