@@ -12,6 +12,7 @@ from .breaker import CircuitBreakers
 from .config import RetryPolicy
 from .errors import BridgeError, error_body
 from .hooks import BridgeHooks
+from .keys import Keys
 from .records import RecordQueue
 from .upstream import Upstream
 
@@ -49,6 +50,7 @@ class Runtime:
     body_timeout: float | None = None
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     breakers: CircuitBreakers | None = None
+    keys: Keys = field(default_factory=lambda: Keys({}))
 
 
 def content_length(headers: Sequence[tuple[bytes, bytes]]) -> int | None:

@@ -14,7 +14,7 @@ import asyncio
 import inspect
 import logging
 import traceback
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping, Sequence
 from types import TracebackType
 from typing import Any, TypeAlias
 
@@ -30,6 +30,7 @@ from .errors import BridgeError, error_body
 from .hooks import BridgeHooks
 from .hooks import call as call_hooks
 from .interception import intercept
+from .keys import DEFAULT_BYOK_HEADER, KeyCooldowns, KeyPool, Keys, KeySpec
 from .passthrough import passthrough
 from .records import Actor, Record, Recorder, RecordQueue
 from .routing import match_route, route_path
@@ -108,7 +109,9 @@ class Bridge:
         if self._closing:
             await send_error(send, kind, BridgeError(503, "the AI gateway is shutting down"))
             return
-        token = extract_token(scope["headers"], self._token_headers)
+        keys = self._rt.keys
+        byok = keys.split(scope["headers"])
+        token = byok.token if byok else extract_token(scope["headers"], self._token_headers)
         if token is None:
             await send_error(
                 send,
@@ -137,15 +140,22 @@ class Bridge:
         if actor is None:
             await send_error(send, kind, BridgeError(401, "invalid credentials"))
             return
+        try:
+            access = keys.access(
+                route.provider.name, byok=byok, actor_credentials=actor.credentials
+            )
+        except BridgeError as exc:  # a client's own key where BYOK is off
+            await send_error(send, kind, exc)
+            return
         self._in_flight += 1
         task = asyncio.current_task()
         assert task is not None
         self._tasks.add(task)
         try:
             if route.api is None:
-                await passthrough(self._rt, scope, receive, send, route)
+                await passthrough(self._rt, scope, receive, send, route, access)
             else:
-                await intercept(self._rt, scope, receive, send, route, actor)
+                await intercept(self._rt, scope, receive, send, route, actor, access)
         except ClientGone:
             pass
         except asyncio.CancelledError:
@@ -251,7 +261,7 @@ def _shown(scope: Scope) -> str:
 
 
 def _providers(
-    provider_keys: Mapping[str, str] | None,
+    provider_keys: Mapping[str, KeySpec] | None,
     base_urls: Mapping[str, str] | None,
     providers: Iterable[ProviderConfig],
 ) -> dict[str, ProviderConfig]:
@@ -277,7 +287,7 @@ def _providers(
 
 def create_bridge(
     resolve_token: TokenResolver,
-    provider_keys: Mapping[str, str] | None = None,
+    provider_keys: Mapping[str, KeySpec] | None = None,
     *,
     base_urls: Mapping[str, str] | None = None,
     providers: Iterable[ProviderConfig] = (),
@@ -294,13 +304,18 @@ def create_bridge(
     retry: RetryPolicy | None = None,
     circuit_breaker: CircuitBreakerConfig | None = None,
     hooks: Sequence[BridgeHooks] = (),
+    byok: bool | Collection[str] = True,
+    byok_header: str = DEFAULT_BYOK_HEADER,
+    key_cooldowns: KeyCooldowns | None = None,
 ) -> Bridge:
     """Build the bridge's ASGI app.
 
     :param resolve_token: maps the host token a client sent to an
         :class:`Actor`, or ``None`` to refuse it (401).
     :param provider_keys: ``{"anthropic": key, "openai": key}``; a provider
-        with a non-empty key is enabled.
+        with a non-empty key is enabled. A key may be a pool: a list of keys
+        tried in order (``["k1", "k2"]``), a mapping of names to keys, or
+        :class:`~aibridge_asgi.keys.Key` values (see docs/configuration.md).
     :param base_urls: upstream base URL overrides for the built-in providers.
     :param providers: further provider instances (:class:`ProviderConfig`),
         each served under ``/{name}/``.
@@ -324,6 +339,13 @@ def create_bridge(
         (the default) turns them off.
     :param hooks: :class:`~aibridge_asgi.hooks.BridgeHooks` called as
         interceptions progress (metrics, traces; see docs/observability.md).
+    :param byok: whether clients may bring their own provider credential
+        (sent with the host token in ``byok_header``): ``True`` for every
+        provider instance, ``False`` for none, or the instance names that allow it.
+    :param byok_header: the header that carries the host token in the BYOK
+        form (default ``X-AIBridge-Token``); never forwarded.
+    :param key_cooldowns: how long a pooled key rests after a 429, 401 or
+        403 (see :class:`~aibridge_asgi.keys.KeyCooldowns`).
     """
     configured = _providers(provider_keys, base_urls, providers)
     if not configured:
@@ -335,7 +357,34 @@ def create_bridge(
             upstream = AiohttpUpstream(timeouts or Timeouts())
     extra_token_headers = tuple(h.lower().encode() for h in token_headers)
     strip = frozenset(h.lower().encode() for h in strip_headers) | frozenset(extra_token_headers)
+    strip |= {byok_header.lower().encode()}
     hook_list = tuple(hooks)
+
+    def notify(name: str, *args: object) -> None:
+        call_hooks(hook_list, name, *args)
+
+    if not isinstance(byok, bool):
+        unknown = set(byok) - set(configured)
+        if unknown:
+            raise ValueError(f"byok names providers that are not configured: {sorted(unknown)}")
+    pools = {
+        name: KeyPool(
+            name,
+            config.keys,
+            kind=config.kind,
+            key_header=config.key_header,
+            cooldowns=key_cooldowns,
+            notify=notify,
+        )
+        for name, config in configured.items()
+    }
+    keys = Keys(
+        pools,
+        byok=byok,
+        byok_header=byok_header,
+        provider_kinds={n: (c.kind, c.key_header) for n, c in configured.items()},
+        notify=notify,
+    )
 
     def on_recorded(record: Record, seconds: float, error: BaseException | None) -> None:
         call_hooks(hook_list, "recorded", record, seconds, error)
@@ -359,6 +408,7 @@ def create_bridge(
         keepalive_interval=keepalive_interval,
         body_timeout=body_timeout,
         strip_headers=strip | HOST_CREDENTIALS,
+        keys=keys,
     )
     return Bridge(
         resolve_token=resolve_token,

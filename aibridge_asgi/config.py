@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Literal, TypeAlias
 
+from .keys import Key, KeySpec, auth_header, parse_keys
+
 __all__ = [
     "DEFAULT_BASE_URLS",
     "DEFAULT_MAX_BODY_SIZE",
@@ -50,13 +52,15 @@ class ProviderConfig:
       ``/{name}/v1/responses``; the key goes as ``Authorization: Bearer``
       unless ``key_header`` names another header (Azure uses ``api-key``).
 
+    ``api_key`` is one key or a pool of them (a list, tried in order, or a
+    mapping of names to keys; see :mod:`aibridge_asgi.keys`).
     ``base_url`` may carry a path prefix; it is kept. ``headers`` are added
     to every upstream request of this instance (e.g. an API version).
     """
 
     name: str
     kind: ProviderKind
-    api_key: str = field(repr=False)
+    api_key: KeySpec = field(repr=False)
     base_url: str | None = None
     key_header: str | None = None
     headers: Mapping[str, str] = field(default_factory=_no_headers)
@@ -70,6 +74,7 @@ class ProviderConfig:
             )
         if not self.api_key:
             raise ValueError(f"provider {self.name!r} has an empty api_key")
+        self.keys  # noqa: B018 (checks the keys now)
         base = self.resolved_base_url
         if not base.startswith(("http://", "https://")):
             raise ValueError(f"provider {self.name!r}: base_url must be http(s)")
@@ -82,23 +87,31 @@ class ProviderConfig:
         return (self.base_url or DEFAULT_BASE_URLS[self.kind]).rstrip("/")
 
     @cached_property
-    def upstream_headers(self) -> tuple[tuple[bytes, bytes], ...]:
-        """Headers the bridge sets on every upstream request of this instance
-        (the key header, then ``headers``); client headers of the same names
-        are dropped."""
-        extra = tuple((k.lower().encode(), v.encode()) for k, v in self.headers.items())
-        return (self.auth_header(), *extra)
+    def keys(self) -> tuple[Key, ...]:
+        """The instance's keys in pool order, each named (by position unless given)."""
+        return parse_keys(self.api_key, f"provider {self.name!r}")
 
-    def auth_header(self) -> tuple[bytes, bytes]:
-        """The header that carries the provider key upstream."""
-        if self.key_header is not None:
-            name = self.key_header.lower()
-            if name == "authorization":
-                return (b"authorization", b"Bearer " + self.api_key.encode())
-            return (name.encode(), self.api_key.encode())
-        if self.kind == "anthropic":
-            return (b"x-api-key", self.api_key.encode())
-        return (b"authorization", b"Bearer " + self.api_key.encode())
+    @cached_property
+    def extra_headers(self) -> tuple[tuple[bytes, bytes], ...]:
+        """``headers`` as the bridge sets them on every upstream request of
+        this instance; client headers of the same names are dropped."""
+        return tuple((k.lower().encode(), v.encode()) for k, v in self.headers.items())
+
+    @cached_property
+    def key_header_name(self) -> bytes:
+        """The name of the header that carries a key upstream."""
+        return self.auth_header()[0]
+
+    @cached_property
+    def upstream_headers(self) -> tuple[tuple[bytes, bytes], ...]:
+        """The first key's header, then ``headers`` (what a call with the
+        pool's first key sends)."""
+        return (self.auth_header(), *self.extra_headers)
+
+    def auth_header(self, key: Key | None = None) -> tuple[bytes, bytes]:
+        """The header that carries ``key`` (default: the first) upstream."""
+        secret = (key or self.keys[0]).secret
+        return auth_header(self.kind, self.key_header, secret)
 
 
 @dataclass(frozen=True)

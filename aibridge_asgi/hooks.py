@@ -83,6 +83,17 @@ class BridgeHooks:
     def circuit_rejected(self, key: tuple[str, str, str]) -> None:
         """A call was refused (503) because its breaker is open."""
 
+    def key_used(self, provider_name: str, credential: str, key_name: str) -> None:
+        """An upstream attempt goes out with a credential of kind
+        ``credential`` (``pool``, ``byok``, ``actor``) named ``key_name``."""
+
+    def key_failover(self, provider_name: str, key_name: str, status: int) -> None:
+        """Pooled key ``key_name`` answered ``status``; the request goes to the next key."""
+
+    def key_cooldown(self, provider_name: str, key_name: str, reason: str, seconds: float) -> None:
+        """Pooled key ``key_name`` is put aside for ``seconds``; ``reason`` is
+        ``rate_limited`` (429) or ``rejected`` (401/403)."""
+
     def passthrough_done(
         self, provider: ProviderConfig, method: str, status: int | None, seconds: float
     ) -> None:

@@ -40,6 +40,7 @@ from .clients import detect_client
 from .errors import BridgeError
 from .hooks import Timings
 from .hooks import call as call_hooks
+from .keys import Access
 from .records import Actor, InterceptionEnded, InterceptionStarted, utcnow
 from .relay import Outcome, relay_body, relay_stream
 from .routing import RESPONSES, Route
@@ -116,9 +117,18 @@ def _root_cause(exc: BaseException) -> BaseException:
 
 
 async def intercept(
-    rt: Runtime, scope: Scope, receive: Receive, send: Send, route: Route, actor: Actor
+    rt: Runtime,
+    scope: Scope,
+    receive: Receive,
+    send: Send,
+    route: Route,
+    actor: Actor,
+    access: Access | None = None,
 ) -> None:
-    """Handle one authenticated request to a bridged route."""
+    """Handle one authenticated request to a bridged route; ``access`` says
+    which credentials it may use (default: the provider's pool)."""
+    if access is None:
+        access = rt.keys.access(route.provider.name)
     assert route.api is not None
     outcome = Outcome(rt, began=time.perf_counter())
     provider = route.provider
@@ -145,7 +155,7 @@ async def intercept(
     model = body.get("model") if body is not None else None
     started = InterceptionStarted(
         interception_id=interception_id,
-        actor=actor,
+        actor=actor.without_credentials(),
         provider=provider.kind,
         provider_name=provider.name,
         model=clean_text(model) if isinstance(model, str) else "",
@@ -169,7 +179,7 @@ async def intercept(
         else:
             assert body is not None
             api = interception_for(route.api, interception_id, body)
-            await _exchange(rt, scope, receive, send, route, api, raw, id_header, outcome)
+            await _exchange(rt, scope, receive, send, route, api, raw, id_header, outcome, access)
     except asyncio.CancelledError:
         outcome.status, outcome.error = "cancelled", "bridge shut down during the call"
         raise
@@ -191,6 +201,8 @@ async def intercept(
             status=outcome.status,
             http_status=outcome.http_status,
             error=outcome.error,
+            credential=access.served.kind if access.served else None,
+            key_name=access.served.name if access.served else None,
         )
         rt.records.put(ended)
         timings = outcome.timings(time.perf_counter())
@@ -224,6 +236,8 @@ def _log_end(
         "cache_read_input_tokens": outcome.cache_read_tokens,
         "cache_write_input_tokens": outcome.cache_write_tokens,
         "error": ended.error,
+        "credential": ended.credential,
+        "key_name": ended.key_name,
     }
     end_log.info(
         "interception %s %s %s/%s %s",
@@ -246,18 +260,20 @@ async def _exchange(
     raw: bytes,
     id_header: tuple[bytes, bytes],
     outcome: Outcome,
+    access: Access,
 ) -> None:
     """Call upstream and relay the answer while watching for a disconnect."""
     provider = route.provider
     url = upstream_url(provider.resolved_base_url, route.upstream_path, scope["query_string"])
-    added = provider.upstream_headers
+    added = provider.extra_headers
     for hook in rt.hooks:  # e.g. traceparent, replacing the client's own
         try:
             added = (*added, *hook.upstream_headers(api.interception_id))
         except Exception:
             logger.exception("hook %s.upstream_headers failed", type(hook).__name__)
     try:
-        headers = request_headers_for_upstream(scope["headers"], rt.strip_headers, added)
+        strip = rt.strip_headers | {provider.key_header_name}
+        headers = request_headers_for_upstream(scope["headers"], strip, added)
     except BridgeError as exc:
         outcome.http_status, outcome.error = exc.status, exc.message
         await send_error(send, provider.kind, exc, (id_header,))
@@ -292,7 +308,7 @@ async def _exchange(
     watcher = asyncio.get_running_loop().create_task(watch_disconnect())
     try:
         try:
-            await _call(rt, client_send, route, api, url, headers, raw, id_header, outcome)
+            await _call(rt, client_send, route, api, url, headers, raw, id_header, outcome, access)
         except ClientGone:
             pass
         except asyncio.CancelledError:
@@ -335,10 +351,13 @@ async def _send_upstream(
     id_header: tuple[bytes, bytes],
     outcome: Outcome,
     key: tuple[str, str, str],
+    access: Access,
 ) -> UpstreamResponse | None:
     """Send upstream, retrying as the policy allows (nothing has reached the
-    client yet) and as the circuit breaker permits. Returns the response to
-    relay, or None when the client was already answered with an error."""
+    client yet), on the next pooled key after a 429/401/403 (see
+    :mod:`aibridge_asgi.keys`) and as the circuit breaker permits. Returns
+    the response to relay, or None when the client was already answered
+    with an error."""
     kind = route.provider.kind
     policy = rt.retry
     breakers = rt.breakers
@@ -358,11 +377,19 @@ async def _send_upstream(
                 )
                 await send_error(send, kind, error, (id_header,))
                 return None
+        credential = access.next()
+        if credential is None:  # every pooled key is cooling down
+            error = access.exhausted()
+            if breakers is not None:
+                breakers.record(key, None)
+            outcome.http_status, outcome.error = 429, "every provider key is cooling down"
+            await send_error(send, kind, error, (id_header,))
+            return None
         began = time.perf_counter()
         if outcome.upstream_began is None:
             outcome.upstream_began = began
         try:
-            response = await rt.upstream.send("POST", url, headers, body)
+            response = await rt.upstream.send("POST", url, [*headers, *credential.headers], body)
         except UpstreamRequestInvalid as exc:
             if breakers is not None:
                 breakers.record(key, None)
@@ -391,6 +418,11 @@ async def _send_upstream(
         if rt.hooks:
             seconds = time.perf_counter() - began
             call_hooks(rt.hooks, "upstream_responded", api.interception_id, status, seconds)
+        if access.fail_over(credential, status, response.headers):
+            if breakers is not None:
+                breakers.record(key, None)  # the key's limit, not the upstream's health
+            await response.aclose()
+            continue
         if breakers is not None and status >= 400:
             # The upstream answered: only overload statuses count against it.
             breakers.record(key, breakers.is_failure_status(status))
@@ -415,11 +447,13 @@ async def _call(
     raw: bytes,
     id_header: tuple[bytes, bytes],
     outcome: Outcome,
+    access: Access,
 ) -> None:
     # The circuit breaker's key: provider instance, route, model.
     key = (route.provider.name, route.api or "", str(api.body.get("model", "")))
+    body = api.upstream_body(raw)
     response = await _send_upstream(
-        rt, send, route, api, url, headers, api.upstream_body(raw), id_header, outcome, key
+        rt, send, route, api, url, headers, body, id_header, outcome, key, access
     )
     if response is None:
         return

@@ -77,6 +77,7 @@ class PrometheusHooks(BridgeHooks):
         self._model = _Bounded(max_label_values)
         self._client = _Bounded(max_label_values)
         self._tool = _Bounded(max_label_values)
+        self._key = _Bounded(max_label_values)  # actors' key names come from the host
         self._actor = _Bounded(max_label_values) if per_user else None
         self._live: dict[str, _Live] = {}
         user = ["actor"] if per_user else []
@@ -155,6 +156,21 @@ class PrometheusHooks(BridgeHooks):
             "circuit_rejects_total",
             "Calls refused because their breaker was open.",
             ["provider_name", "route", "model"],
+        )
+        self.key_requests = counter(
+            "key_requests_total",
+            "Upstream attempts per credential (kind pool, byok or actor; key by name).",
+            ["provider_name", "credential", "key"],
+        )
+        self.key_failovers = counter(
+            "key_failovers_total",
+            "Requests moved to the next pooled key, by the key that refused and its status.",
+            ["provider_name", "key", "status"],
+        )
+        self.key_cooldowns = counter(
+            "key_cooldowns_total",
+            "Times a pooled key was put aside (reason rate_limited or rejected).",
+            ["provider_name", "key", "reason"],
         )
         self.recorder_duration = histogram(
             "recorder_duration_seconds", "Time the recorder took per record.", ["record"], _OVERHEAD
@@ -252,6 +268,15 @@ class PrometheusHooks(BridgeHooks):
 
     def circuit_rejected(self, key: tuple[str, str, str]) -> None:
         self.circuit_rejects.labels(key[0], key[1], self._model(key[2])).inc()
+
+    def key_used(self, provider_name: str, credential: str, key_name: str) -> None:
+        self.key_requests.labels(provider_name, credential, self._key(key_name)).inc()
+
+    def key_failover(self, provider_name: str, key_name: str, status: int) -> None:
+        self.key_failovers.labels(provider_name, self._key(key_name), str(status)).inc()
+
+    def key_cooldown(self, provider_name: str, key_name: str, reason: str, seconds: float) -> None:
+        self.key_cooldowns.labels(provider_name, self._key(key_name), reason).inc()
 
     def passthrough_done(
         self, provider: ProviderConfig, method: str, status: int | None, seconds: float

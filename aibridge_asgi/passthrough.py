@@ -1,7 +1,7 @@
 """Allow-listed routes forwarded as they are (models, token counting...).
 
-Same credential swap as bridged routes, any method, no records; the answer
-streams back unchanged.
+Same credential swap as bridged routes (with the same failover between
+pooled keys), any method, no records; the answer streams back unchanged.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from ._asgi import (
 from .auth import request_headers_for_upstream, response_headers_for_client
 from .errors import BridgeError
 from .hooks import call as call_hooks
+from .keys import Access
 from .routing import Route
 from .upstream import (
     UpstreamRequestInvalid,
@@ -34,7 +35,12 @@ __all__ = ["passthrough"]
 
 
 async def passthrough(
-    rt: Runtime, scope: Scope, receive: Receive, send: Send, route: Route
+    rt: Runtime,
+    scope: Scope,
+    receive: Receive,
+    send: Send,
+    route: Route,
+    access: Access | None = None,
 ) -> None:
     """Forward one authenticated request on a passthrough route.
 
@@ -44,7 +50,9 @@ async def passthrough(
     began = time.perf_counter()
     status: int | None = None
     try:
-        status = await _forward(rt, scope, receive, send, route)
+        if access is None:
+            access = rt.keys.access(route.provider.name)
+        status = await _forward(rt, scope, receive, send, route, access)
     finally:
         if rt.hooks:
             seconds = time.perf_counter() - began
@@ -54,7 +62,7 @@ async def passthrough(
 
 
 async def _forward(
-    rt: Runtime, scope: Scope, receive: Receive, send: Send, route: Route
+    rt: Runtime, scope: Scope, receive: Receive, send: Send, route: Route, access: Access
 ) -> int | None:
     """Forward the request; return the status sent to the client."""
     provider = route.provider
@@ -67,10 +75,18 @@ async def _forward(
         return exc.status
     url = upstream_url(provider.resolved_base_url, route.upstream_path, scope["query_string"])
     try:
-        headers = request_headers_for_upstream(
-            raw_headers, rt.strip_headers, provider.upstream_headers
-        )
-        response = await rt.upstream.send(scope["method"], url, headers, body)
+        strip = rt.strip_headers | {provider.key_header_name}
+        headers = request_headers_for_upstream(raw_headers, strip, provider.extra_headers)
+        while True:
+            credential = access.next()
+            if credential is None:
+                raise access.exhausted()
+            response = await rt.upstream.send(
+                scope["method"], url, [*headers, *credential.headers], body
+            )
+            if not access.fail_over(credential, response.status, response.headers):
+                break
+            await response.aclose()
     except BridgeError as exc:
         await send_error(send, kind, exc)
         return exc.status

@@ -22,6 +22,8 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any, Literal, Protocol, TypeAlias, runtime_checkable
 
+from .keys import Key
+
 __all__ = [
     "Actor",
     "Cost",
@@ -53,10 +55,22 @@ def _empty() -> Mapping[str, Any]:
 
 @dataclass(frozen=True, slots=True)
 class Actor:
-    """Who a host token belongs to, as the host's resolver says."""
+    """Who a host token belongs to, as the host's resolver says.
+
+    ``credentials`` maps provider instance names to a key of this actor's
+    own (a team key, a user's stored key: a secret or a named
+    :class:`~aibridge_asgi.keys.Key`); it replaces the provider's pool for
+    the actor's calls. Never shown in ``repr`` and never in records: the
+    actor the records carry has no credentials.
+    """
 
     id: str
     metadata: Mapping[str, Any] = field(default_factory=_empty)
+    credentials: Mapping[str, str | Key] = field(default_factory=_empty, repr=False)
+
+    def without_credentials(self) -> Actor:
+        """This actor without its credentials (what records carry)."""
+        return Actor(self.id, self.metadata) if self.credentials else self
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,6 +107,12 @@ class InterceptionEnded:
     ``http_status`` is the status the client was sent (``None`` when no
     response started, e.g. the client left first); ``error`` a short,
     secret-free reason for ``failed`` and ``cancelled``.
+
+    ``credential`` says which kind of credential the last upstream attempt
+    used: ``"pool"`` (the provider's keys), ``"byok"`` (the client's own) or
+    ``"actor"`` (the actor's own); ``key_name`` names the key (its name in
+    the pool or the actor's key's name; ``"byok"`` for a client's own).
+    Both are ``None`` when no upstream call was made. Never the key itself.
     """
 
     interception_id: str
@@ -100,6 +120,8 @@ class InterceptionEnded:
     status: EndStatus
     http_status: int | None
     error: str | None = None
+    credential: str | None = None
+    key_name: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
