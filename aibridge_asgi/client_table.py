@@ -24,11 +24,15 @@ import enum
 from dataclasses import dataclass
 from typing import Literal, TypeAlias
 
+from .keys import DEFAULT_BYOK_HEADER
+
 __all__ = [
     "API_NAMES",
     "CLIENTS",
     "TOKEN_ENV",
+    "USER_KEY_PLACEHOLDER",
     "Api",
+    "Byok",
     "Client",
     "Concat",
     "ConfigFile",
@@ -45,6 +49,10 @@ API_NAMES: dict[Api, str] = {"anthropic": "Anthropic", "openai": "OpenAI"}
 #: The variable that holds the host token for clients whose config files
 #: can refer to the environment (so that those files hold no secret).
 TOKEN_ENV = "AIBRIDGE_TOKEN"
+
+#: What stands for the user's own provider key in a BYOK configuration when
+#: ``configure`` is not given one.
+USER_KEY_PLACEHOLDER = "<your own provider key>"
 
 
 class Slot(enum.Enum):
@@ -65,6 +73,10 @@ class Slot(enum.Enum):
     RESPONSES = "responses endpoint"
     TOKEN = "host token"
     MODEL = "model"
+    #: The header that carries the host token in the BYOK form (``X-AIBridge-Token``).
+    BYOK_HEADER = "BYOK header"
+    #: The user's own provider key (BYOK form).
+    USER_KEY = "user's own key"
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +99,8 @@ CHAT_COMPLETIONS = Slot.CHAT_COMPLETIONS
 RESPONSES = Slot.RESPONSES
 TOKEN = Slot.TOKEN
 MODEL = Slot.MODEL
+BYOK_HEADER = Slot.BYOK_HEADER
+USER_KEY = Slot.USER_KEY
 
 
 def join(*parts: str | Slot) -> Concat:
@@ -126,6 +140,19 @@ class ConfigFile:
 
 
 @dataclass(frozen=True)
+class Byok:
+    """The bring-your-own-key form of a setup: the host token in an extra
+    header (:data:`Slot.BYOK_HEADER`), the user's own provider credential
+    where the client normally sends its key. ``env`` and ``file`` replace
+    the setup's own; ``notes`` are added to them."""
+
+    env: tuple[tuple[str, Template], ...] = ()
+    file: ConfigFile | None = None
+    notes: tuple[str, ...] = ()
+    verified_by: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class Setup:
     """How to point a client at one of the bridge's APIs."""
 
@@ -145,6 +172,9 @@ class Setup:
     #: Compatibility-suite tests that run this setup through the bridge
     #: (pytest node ids); empty means documented but not run here.
     verified_by: tuple[str, ...] = ()
+    #: How the client brings its own key; None when it cannot send an
+    #: extra header (or nobody has shown how).
+    byok: Byok | None = None
 
 
 @dataclass(frozen=True)
@@ -201,12 +231,28 @@ SUITE = "tests/clients/"
 AI_SDK_TOKEN = "{env:" + TOKEN_ENV + "}"
 
 
-def _ai_sdk_provider(base: Slot, extra: dict[str | Slot, Template] | None = None) -> Template:
-    return {
-        **(extra or {}),
-        "options": {"baseURL": base, "apiKey": AI_SDK_TOKEN},
-        "models": {MODEL: {"name": MODEL}},
-    }
+#: The user's own key in an AI SDK-based CLI's config file.
+AI_SDK_USER_KEY = "{env:AIBRIDGE_PROVIDER_KEY}"
+USER_KEY_ENV = "AIBRIDGE_PROVIDER_KEY"
+
+
+def _ai_sdk_provider(
+    base: Slot, extra: dict[str | Slot, Template] | None = None, *, byok: bool = False
+) -> Template:
+    options: dict[str | Slot, Template] = {"baseURL": base, "apiKey": AI_SDK_TOKEN}
+    if byok:
+        options = {
+            "baseURL": base,
+            "apiKey": AI_SDK_USER_KEY,
+            "headers": {BYOK_HEADER: AI_SDK_TOKEN},
+        }
+    return {**(extra or {}), "options": options, "models": {MODEL: {"name": MODEL}}}
+
+
+_AI_SDK_BYOK_NOTE = (
+    "BYOK: the provider's `options.headers` carry the gateway token; `apiKey` is your own"
+    f" key, read from `{USER_KEY_ENV}`."
+)
 
 
 def _factory(provider: str, base: Slot) -> ConfigFile:
@@ -219,6 +265,22 @@ def _factory(provider: str, base: Slot) -> ConfigFile:
         "maxOutputTokens": 8192,
     }
     return ConfigFile("~/.factory/settings.json", "json", {"customModels": [model]})
+
+
+def _sdk_byok(base: tuple[str, Template], key_env: str, code: str) -> Byok:
+    """The BYOK form of an SDK: no variable adds a header, so the code does."""
+    shown = code.format(
+        header=repr(DEFAULT_BYOK_HEADER).replace("'", '"'),
+        token=repr(TOKEN_ENV).replace("'", '"'),
+        bare=TOKEN_ENV,
+    )
+    return Byok(
+        env=(base, (key_env, USER_KEY), (TOKEN_ENV, TOKEN)),
+        notes=(
+            f"BYOK: `{key_env}` is your own key; the SDK reads no variable for extra"
+            f" headers, so pass the gateway token in code: `{shown}`.",
+        ),
+    )
 
 
 CLIENTS: tuple[Client, ...] = (
@@ -253,6 +315,23 @@ CLIENTS: tuple[Client, ...] = (
                     SUITE + "test_claude_code.py::test_claude_code_prompt[ANTHROPIC_AUTH_TOKEN]",
                     SUITE + "test_claude_code.py::test_claude_code_prompt[ANTHROPIC_API_KEY]",
                     SUITE + "test_claude_code.py::test_claude_code_runs_its_read_tool",
+                ),
+                byok=Byok(
+                    env=(
+                        ("ANTHROPIC_BASE_URL", ANTHROPIC),
+                        ("ANTHROPIC_CUSTOM_HEADERS", join(BYOK_HEADER, ": ", TOKEN)),
+                        ("ANTHROPIC_API_KEY", USER_KEY),
+                        ("CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC", "1"),
+                    ),
+                    notes=(
+                        "BYOK: `ANTHROPIC_CUSTOM_HEADERS` carries the gateway token;"
+                        " `ANTHROPIC_API_KEY` is your own Anthropic key. Signed in with a"
+                        " Claude subscription (`/login`) instead, leave `ANTHROPIC_API_KEY`"
+                        " unset: Claude Code then sends its own OAuth token, which the"
+                        " bridge forwards as sent with its `anthropic-beta` header (the"
+                        " subscription sign-in is not run here).",
+                    ),
+                    verified_by=(SUITE + "test_claude_code.py::test_claude_code_byok",),
                 ),
             ),
         ),
@@ -305,6 +384,31 @@ CLIENTS: tuple[Client, ...] = (
                     SUITE + "test_codex.py::test_codex_exec_prompt",
                     SUITE + "test_codex.py::test_codex_runs_its_shell_tool",
                 ),
+                byok=Byok(
+                    file=ConfigFile(
+                        "~/.codex/config.toml",
+                        "toml",
+                        {
+                            "model": MODEL,
+                            "model_provider": "aibridge",
+                            "model_providers": {
+                                "aibridge": {
+                                    "name": "AI Bridge",
+                                    "base_url": OPENAI_V1,
+                                    "env_key": "OPENAI_API_KEY",
+                                    "env_http_headers": {BYOK_HEADER: TOKEN_ENV},
+                                    "wire_api": "responses",
+                                }
+                            },
+                        },
+                    ),
+                    env=((TOKEN_ENV, TOKEN), ("OPENAI_API_KEY", USER_KEY)),
+                    notes=(
+                        "BYOK: `env_http_headers` sends the gateway token from"
+                        f" `{TOKEN_ENV}`; `OPENAI_API_KEY` is your own OpenAI key.",
+                    ),
+                    verified_by=(SUITE + "test_codex.py::test_codex_byok",),
+                ),
             ),
         ),
         notes=("Tool use included: the suite has it run its shell tool through the bridge.",),
@@ -335,6 +439,18 @@ CLIENTS: tuple[Client, ...] = (
                 env=((TOKEN_ENV, TOKEN),),
                 run=("opencode", "run", "-m", join("anthropic/", MODEL), PROMPT),
                 verified_by=(SUITE + "test_opencode.py::test_opencode_run[anthropic]",),
+                byok=Byok(
+                    file=ConfigFile(
+                        "~/.config/opencode/opencode.json",
+                        "json",
+                        {
+                            "$schema": "https://opencode.ai/config.json",
+                            "provider": {"anthropic": _ai_sdk_provider(ANTHROPIC_V1, byok=True)},
+                        },
+                    ),
+                    env=((TOKEN_ENV, TOKEN), (USER_KEY_ENV, USER_KEY)),
+                    notes=(_AI_SDK_BYOK_NOTE,),
+                ),
             ),
             Setup(
                 "openai",
@@ -351,6 +467,18 @@ CLIENTS: tuple[Client, ...] = (
                 env=((TOKEN_ENV, TOKEN),),
                 run=("opencode", "run", "-m", join("openai/", MODEL), PROMPT),
                 verified_by=(SUITE + "test_opencode.py::test_opencode_run[openai]",),
+                byok=Byok(
+                    file=ConfigFile(
+                        "~/.config/opencode/opencode.json",
+                        "json",
+                        {
+                            "$schema": "https://opencode.ai/config.json",
+                            "provider": {"openai": _ai_sdk_provider(OPENAI_V1, byok=True)},
+                        },
+                    ),
+                    env=((TOKEN_ENV, TOKEN), (USER_KEY_ENV, USER_KEY)),
+                    notes=(_AI_SDK_BYOK_NOTE,),
+                ),
             ),
         ),
         notes=(
@@ -519,6 +647,23 @@ CLIENTS: tuple[Client, ...] = (
                 env=((TOKEN_ENV, TOKEN),),
                 run=("kilo", "run", "-m", join("aibridge/", MODEL), PROMPT),
                 verified_by=(SUITE + "test_kilo_code.py::test_kilo_code_run[openai]",),
+                byok=Byok(
+                    file=ConfigFile(
+                        "~/.config/kilo/kilo.json",
+                        "json",
+                        {
+                            "provider": {
+                                "aibridge": _ai_sdk_provider(
+                                    OPENAI_V1,
+                                    {"npm": "@ai-sdk/openai-compatible", "name": "AI Bridge"},
+                                    byok=True,
+                                )
+                            }
+                        },
+                    ),
+                    env=((TOKEN_ENV, TOKEN), (USER_KEY_ENV, USER_KEY)),
+                    notes=(_AI_SDK_BYOK_NOTE,),
+                ),
             ),
             Setup(
                 "anthropic",
@@ -532,6 +677,15 @@ CLIENTS: tuple[Client, ...] = (
                 env=((TOKEN_ENV, TOKEN),),
                 run=("kilo", "run", "-m", join("anthropic/", MODEL), PROMPT),
                 verified_by=(SUITE + "test_kilo_code.py::test_kilo_code_run[anthropic]",),
+                byok=Byok(
+                    file=ConfigFile(
+                        "~/.config/kilo/kilo.json",
+                        "json",
+                        {"provider": {"anthropic": _ai_sdk_provider(ANTHROPIC_V1, byok=True)}},
+                    ),
+                    env=((TOKEN_ENV, TOKEN), (USER_KEY_ENV, USER_KEY)),
+                    notes=(_AI_SDK_BYOK_NOTE,),
+                ),
             ),
         ),
         notes=(
@@ -717,6 +871,11 @@ CLIENTS: tuple[Client, ...] = (
                 model=GPT_MODEL,
                 env=(("OPENAI_BASE_URL", OPENAI_V1), ("OPENAI_API_KEY", TOKEN)),
                 notes=("`openai.OpenAI()` reads both variables.",),
+                byok=_sdk_byok(
+                    ("OPENAI_BASE_URL", OPENAI_V1),
+                    "OPENAI_API_KEY",
+                    "openai.OpenAI(default_headers={{{header}: os.environ[{token}]}})",
+                ),
                 verified_by=(
                     "tests/test_client_kit.py::test_python_sdk_from_configured_env[openai-python]",
                 ),
@@ -737,6 +896,11 @@ CLIENTS: tuple[Client, ...] = (
                 model=CLAUDE_MODEL,
                 env=(("ANTHROPIC_BASE_URL", ANTHROPIC), ("ANTHROPIC_API_KEY", TOKEN)),
                 notes=("`anthropic.Anthropic()` reads both variables.",),
+                byok=_sdk_byok(
+                    ("ANTHROPIC_BASE_URL", ANTHROPIC),
+                    "ANTHROPIC_API_KEY",
+                    "anthropic.Anthropic(default_headers={{{header}: os.environ[{token}]}})",
+                ),
                 verified_by=(
                     "tests/test_client_kit.py::"
                     "test_python_sdk_from_configured_env[anthropic-python]",
@@ -758,6 +922,11 @@ CLIENTS: tuple[Client, ...] = (
                 model=GPT_MODEL,
                 env=(("OPENAI_BASE_URL", OPENAI_V1), ("OPENAI_API_KEY", TOKEN)),
                 notes=("`new OpenAI()` reads both variables.",),
+                byok=_sdk_byok(
+                    ("OPENAI_BASE_URL", OPENAI_V1),
+                    "OPENAI_API_KEY",
+                    "new OpenAI({{ defaultHeaders: {{ {header}: process.env.{bare} }} }})",
+                ),
                 verified_by=(
                     SUITE + "test_node_sdks.py::test_openai_node[chat-stream-/chat/completions]",
                     SUITE + "test_node_sdks.py::test_openai_node[chat-plain-/chat/completions]",
@@ -780,6 +949,11 @@ CLIENTS: tuple[Client, ...] = (
                 "Messages",
                 model=CLAUDE_MODEL,
                 env=(("ANTHROPIC_BASE_URL", ANTHROPIC), ("ANTHROPIC_API_KEY", TOKEN)),
+                byok=_sdk_byok(
+                    ("ANTHROPIC_BASE_URL", ANTHROPIC),
+                    "ANTHROPIC_API_KEY",
+                    "new Anthropic({{ defaultHeaders: {{ {header}: process.env.{bare} }} }})",
+                ),
                 notes=(
                     "`new Anthropic()` reads both variables; the 1.x SDK sends the key as"
                     " `Authorization: Bearer`, which the bridge accepts as well.",

@@ -20,7 +20,18 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from . import _syntax
-from .client_table import API_NAMES, CLIENTS, Api, Client, Concat, Slot, Template, Wire
+from .client_table import (
+    API_NAMES,
+    CLIENTS,
+    USER_KEY_PLACEHOLDER,
+    Api,
+    Client,
+    Concat,
+    Slot,
+    Template,
+    Wire,
+)
+from .keys import DEFAULT_BYOK_HEADER
 
 __all__ = [
     "CLIENTS",
@@ -131,6 +142,9 @@ class ClientConfig:
     run: tuple[str, ...]
     notes: tuple[str, ...]
     verified_by: tuple[str, ...]
+    #: The bring-your-own-key form: the token in an extra header, the
+    #: user's own key where the client sends its key.
+    byok: bool = False
 
     @property
     def env_vars(self) -> dict[str, str]:
@@ -178,11 +192,14 @@ class ClientConfig:
             "run": list(self.run),
             "notes": list(self.notes),
             "verified_by": list(self.verified_by),
+            "byok": self.byok,
         }
 
     def render(self) -> str:
         """The whole configuration as text to read (and paste from)."""
         title = f"{self.name}: {API_NAMES[self.api]} API ({self.protocol}), model {self.model}"
+        if self.byok:
+            title += ", bring your own key"
         blocks = [f"# {title}"]
         if self.file_path:
             blocks.append(f"# file {self.file_path}\n{self.file_content}".rstrip("\n"))
@@ -209,14 +226,22 @@ def configure(
     *,
     api: Api | None = None,
     model: str | None = None,
+    byok: bool = False,
+    byok_header: str = DEFAULT_BYOK_HEADER,
+    user_key: str | None = None,
 ) -> ClientConfig:
     """The configuration that points ``client`` at the bridge mounted at
     ``base_url`` (e.g. ``https://host/api/v2/aibridge``) with the host token
     ``token``, for ``api`` (default: the client's first) and ``model``
     (default: the entry's).
 
+    With ``byok``, the bring-your-own-key form: the host token goes in the
+    header ``byok_header`` and the user's own provider key (``user_key``, or
+    a placeholder) where the client sends its key.
+
     Raises :class:`UnknownClient`, :class:`ClientNotSupported` (with the
-    reason), or ``ValueError`` for a bad base URL or an API the client
+    reason; also for ``byok`` with a client that cannot send an extra
+    header), or ``ValueError`` for a bad base URL or an API the client
     cannot use.
     """
     entry = client if isinstance(client, Client) else find_client(client)
@@ -226,28 +251,39 @@ def configure(
     values = bridge_urls(base_url)
     values[Slot.TOKEN] = token
     values[Slot.MODEL] = model or setup.model
+    values[Slot.BYOK_HEADER] = byok_header
+    values[Slot.USER_KEY] = user_key or USER_KEY_PLACEHOLDER
+    file, env, notes, verified_by = setup.file, setup.env, setup.notes, setup.verified_by
+    if byok:
+        if setup.byok is None:
+            raise ClientNotSupported(
+                f"{entry.name} ({API_NAMES[setup.api]} API) has no known way to send an extra"
+                " header, so it cannot bring its own key; use the gateway token alone"
+            )
+        extra = tuple(n.replace(DEFAULT_BYOK_HEADER, byok_header) for n in setup.byok.notes)
+        file = setup.byok.file or setup.file
+        env, notes, verified_by = setup.byok.env, (*extra, *notes), setup.byok.verified_by
     file_content = None
-    if setup.file is not None:
-        data = _fill(setup.file.content, values)
-        if setup.file.syntax == "toml":
-            file_content = _syntax.dump_toml(data)
-        else:
-            file_content = _syntax.dump_json(data)
+    if file is not None:
+        data = _fill(file.content, values)
+        dump = _syntax.dump_toml if file.syntax == "toml" else _syntax.dump_json
+        file_content = dump(data)
     return ClientConfig(
         client=entry.key,
         name=entry.name,
         api=setup.api,
         protocol=setup.protocol,
         model=values[Slot.MODEL],
-        env=tuple((name, _text(value, values)) for name, value in setup.env),
-        file_path=setup.file.path if setup.file else None,
-        file_syntax=setup.file.syntax if setup.file else None,
+        env=tuple((name, _text(value, values)) for name, value in env),
+        file_path=file.path if file else None,
+        file_syntax=file.syntax if file else None,
         file_content=file_content,
         commands=tuple(tuple(_text(arg, values) for arg in argv) for argv in setup.commands),
         settings=tuple((label, _text(value, values)) for label, value in setup.settings),
         run=tuple(_text(arg, values) for arg in setup.run),
-        notes=(*setup.notes, *entry.notes),
-        verified_by=setup.verified_by,
+        notes=(*notes, *entry.notes),
+        verified_by=verified_by,
+        byok=byok,
     )
 
 

@@ -30,7 +30,6 @@ from aibridge_asgi.keys import Key, KeyCooldowns, KeyPool, parse_keys, rate_limi
 from aibridge_asgi.metrics import PrometheusHooks
 from aibridge_asgi.testing import (
     ANTHROPIC_KEY,
-    OPENAI_KEY,
     FakeResponse,
     FakeUpstream,
     ServerThread,
