@@ -101,7 +101,15 @@ def _configure(args: argparse.Namespace, stdin: TextIO, stdout: TextIO, stderr: 
         stderr.write(f"error: give the host token with --token or in ${TOKEN_ENV}\n")
         return 2
     try:
-        config = configure(args.client, args.base_url, token, api=args.api, model=args.model)
+        config = configure(
+            args.client,
+            args.base_url,
+            token,
+            api=args.api,
+            model=args.model,
+            byok=args.byok,
+            byok_header=args.byok_header,
+        )
     except (UnknownClient, ClientNotSupported, ValueError) as exc:
         stderr.write(f"error: {exc}\n")
         return 2
@@ -196,6 +204,16 @@ def _parser() -> argparse.ArgumentParser:
     conf.add_argument("--token", help=f"the host token (default: ${TOKEN_ENV})")
     conf.add_argument("--api", choices=("anthropic", "openai"), help="for clients that speak both")
     conf.add_argument("--model", help="the model to configure (default: the client's)")
+    conf.add_argument(
+        "--byok",
+        action="store_true",
+        help="bring your own key: the token in an extra header, your own provider key as the key",
+    )
+    conf.add_argument(
+        "--byok-header",
+        default="X-AIBridge-Token",
+        help="the header the host token goes in with --byok (default: X-AIBridge-Token)",
+    )
     conf.add_argument(
         "--format", choices=("text", "json", "env"), default="text", help="what to print"
     )

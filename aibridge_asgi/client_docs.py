@@ -28,6 +28,7 @@ _HEADER = """\
 
 Two things on this page: which AI clients work through the bridge and how to
 set each one up ([compatibility](#compatibility), [configuration](#configuring-a-client)),
+how a user brings their own provider key ([BYOK](#bring-your-own-key)),
 and how the bridge tells clients apart in its records
 ([client detection](#client-detection)). All of it comes from one table in
 the library, `aibridge_asgi.client_table.CLIENTS`: adding a client is adding
@@ -90,6 +91,24 @@ config = configure("claude-code", "https://ai.example.com/api/v2/aibridge", "it'
 assert config.env_vars["ANTHROPIC_BASE_URL"] == "https://ai.example.com/api/v2/aibridge/anthropic"
 assert "export ANTHROPIC_AUTH_TOKEN='it'\\"'\\"'s'" in config.env_lines
 ```
+"""
+
+_BYOK = """\
+## Bring your own key
+
+A user may pay with their own provider credential (an API key, or a Claude
+subscription's sign-in) while the gateway still authenticates and records
+them: the client sends the **host token** in `X-AIBridge-Token` (the header
+`create_bridge(byok_header=...)` names) and its own credential where it
+normally sends its key, which the bridge forwards upstream unchanged (see
+[configuration](configuration.md#bring-your-own-key)). That needs a client
+that can send an extra header. `configure(..., byok=True)` and
+`python -m aibridge_asgi configure <client> --byok` give this form; each
+client's section above shows it after the usual one.
+
+| client | API | bring your own key |
+|---|---|---|
+{rows}
 """
 
 _DETECTION = """\
@@ -213,7 +232,40 @@ def _setup_section(client: Client, setup: Setup, config: ClientConfig) -> list[s
         parts.append("Verified by " + _code(list(setup.verified_by)) + ".")
     elif _any_verified(client):
         parts.append(f"Documented only: {client.untested or 'not run here'}.")
+    if setup.byok is not None:
+        parts.extend(_byok_section(client, setup))
     return parts
+
+
+def _byok_section(client: Client, setup: Setup) -> list[str]:
+    assert setup.byok is not None
+    config = configure(client, DOCS_BASE_URL, DOCS_TOKEN, api=setup.api, byok=True)
+    parts = ["Bring your own key:"]
+    if setup.byok.file is not None and config.file_content and config.file_syntax:
+        parts.append(f"In `{config.file_path}`:")
+        parts.append(_fenced(config.file_syntax, config.file_content))
+    parts.append("In the environment:")
+    parts.append(_fenced("sh", "\n".join(config.env_lines)))
+    parts.extend(setup.byok.notes)
+    if setup.byok.verified_by:
+        parts.append("Verified by " + _code(list(setup.byok.verified_by)) + ".")
+    return parts
+
+
+def _byok_rows() -> str:
+    rows = []
+    for client in CLIENTS:
+        if not client.supported:
+            continue
+        for setup in client.setups:
+            if setup.byok is None:
+                cell = "no: no known way to send an extra header"
+            elif setup.byok.verified_by:
+                cell = "yes, verified"
+            else:
+                cell = "yes, documented"
+            rows.append(f"| {client.name} | {API_NAMES[setup.api]} | {cell} |")
+    return "\n".join(rows)
 
 
 def _client_section(client: Client) -> str:
@@ -269,6 +321,7 @@ def render() -> str:
         _compatibility_table(),
         _CONFIGURING.rstrip(),
         *(_client_section(client) for client in CLIENTS),
+        _BYOK.format(rows=_byok_rows()).rstrip(),
         _DETECTION.format(rows=_detection_rows()).rstrip(),
     ]
     return "\n\n".join(sections) + "\n"

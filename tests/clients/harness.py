@@ -225,7 +225,8 @@ def script_upstream(
     ``text`` and the suite's token counts, streamed or not as the request
     asks; with ``plan``, answer with the tool calls it returns instead.
 
-    Like the provider, it answers 401 to a call without the provider key.
+    Like the provider, it answers 401 to a call without the fake's keys
+    (the provider keys, unless a test gave it a user's own).
     """
     fake.reply = text  # for calls outside the bridged APIs (count_tokens...)
 
@@ -236,7 +237,7 @@ def script_upstream(
         calls = list(plan(request.path, body)) if plan is not None else []
         answer = "" if calls else text
         if request.path == "/v1/messages":
-            if request.header("x-api-key") != ANTHROPIC_KEY:
+            if request.header("x-api-key") != fake.anthropic_key:
                 return FakeResponse.json(
                     {
                         "type": "error",
@@ -252,7 +253,7 @@ def script_upstream(
             return FakeResponse.json(
                 anthropic_message(answer, model=model, tool_calls=calls, usage=usage)
             )
-        if request.header("authorization") != f"Bearer {OPENAI_KEY}":
+        if request.header("authorization") != f"Bearer {fake.openai_key}":
             error = {"message": "Incorrect API key provided.", "code": "invalid_api_key"}
             return FakeResponse.json({"error": error}, 401)
         usage = OPENAI_USAGE
@@ -364,10 +365,12 @@ class Rig:
         return env
 
     def configure(
-        self, client: str, *, api: Api | None = None, model: str | None = None
+        self, client: str, *, api: Api | None = None, model: str | None = None, **byok: Any
     ) -> ClientConfig:
-        """What ``configure()`` gives for this bridge (its mount URL) and the host token."""
-        return configure(client, self.running.url, HOST_TOKEN, api=api, model=model)
+        """What ``configure()`` gives for this bridge (its mount URL) and the
+        host token; ``byok`` options (``byok=True, user_key=...``) for the
+        bring-your-own-key form."""
+        return configure(client, self.running.url, HOST_TOKEN, api=api, model=model, **byok)
 
     def install(
         self, config: ClientConfig, isolation: Mapping[str, str] | None = None
@@ -463,9 +466,12 @@ def check_run(
     session_header: str | None,
     allowed_outside: Sequence[str] = (),
     reply: str = REPLY,
+    byok_key: str | None = None,
 ) -> InterceptionStarted:
     """Assert what the issue asks of every run; return the start record of
-    the interception that carried the prompt."""
+    the interception that carried the prompt. With ``byok_key`` the client
+    brought its own key: the host token came in ``X-AIBridge-Token`` and the
+    upstream saw ``byok_key`` instead of the provider key."""
     assert result.returncode == 0, result.describe()
     assert reply in result.stdout, result.describe()
     rig.settle()
@@ -477,6 +483,10 @@ def check_run(
     assert bridged_in, f"no bridged call: {[(i.method, i.path) for i in rig.capture.seen]}"
     for item in bridged_in:
         sent = item.headers.get("authorization", "") + " " + item.headers.get("x-api-key", "")
+        if byok_key is not None:
+            assert item.headers.get("x-aibridge-token") == HOST_TOKEN, item.headers
+            assert byok_key in sent, f"{item.path} did not carry the user's key: {item.headers}"
+            continue
         assert HOST_TOKEN in sent, f"{item.path} did not carry the host token: {item.headers}"
 
     # ... and the upstream saw only the provider key.
@@ -487,7 +497,12 @@ def check_run(
             assert HOST_TOKEN not in value, f"host token upstream in header {name}"
         assert HOST_TOKEN.encode() not in request.body, f"host token upstream in {request.path}"
     for request in upstream:
-        if provider == "anthropic":
+        assert request.header("x-aibridge-token") is None, request.headers
+        if byok_key is not None:
+            sent = f"{request.header('authorization')} {request.header('x-api-key')}"
+            assert byok_key in sent, request.headers
+            assert ANTHROPIC_KEY not in sent and OPENAI_KEY not in sent, request.headers
+        elif provider == "anthropic":
             assert request.header("x-api-key") == ANTHROPIC_KEY, request.headers
             assert request.header("authorization") is None, request.headers
         else:
@@ -534,6 +549,7 @@ def check_run(
     assert len(tokens) == len(starts)
     for end in records.of_type(InterceptionEnded):
         assert (end.status, end.http_status, end.error) == ("completed", 200, None), end
+        assert end.credential == ("pool" if byok_key is None else "byok"), end
 
     # Nothing left loopback except what this client is known to try (refused).
     unexpected = [t for t in rig.outside() if not allowed_host(outside_host(t), allowed_outside)]

@@ -127,3 +127,38 @@ def test_claude_code_runs_its_read_tool(rig: Rig) -> None:
         ("Read", call.id, {"file_path": str(notes)}, False)
     ]
     assert REPLY in result.stdout
+
+
+USER_KEY = "sk-ant-api03-user-own-key-for-byok"
+
+
+def test_claude_code_byok(rig: Rig) -> None:
+    """Bring your own key: the host token in `ANTHROPIC_CUSTOM_HEADERS`, the
+    user's own key as `ANTHROPIC_API_KEY`; the upstream (here the user's own
+    account) sees that key, the records name the actor."""
+    rig.fake.anthropic_key = USER_KEY
+    script_upstream(rig.fake)
+    config = rig.configure("claude-code", byok=True, user_key=USER_KEY)
+    assert config.env_vars["ANTHROPIC_CUSTOM_HEADERS"] == f"X-AIBridge-Token: {HOST_TOKEN}"
+    assert config.env_vars["ANTHROPIC_API_KEY"] == USER_KEY
+    env = rig.install(
+        config,
+        {
+            "CLAUDE_CONFIG_DIR": str(rig.home / ".claude"),
+            "DISABLE_AUTOUPDATER": "1",
+            "DISABLE_TELEMETRY": "1",
+            "DISABLE_ERROR_REPORTING": "1",
+        },
+    )
+    result = rig.run([client_program("claude"), "-p", PROMPT], env)
+    check_run(
+        rig,
+        result,
+        prompt=PROMPT,
+        client="Claude Code",
+        provider="anthropic",
+        session_header=SESSION_HEADER,
+        byok_key=USER_KEY,
+    )
+    for request in rig.bridged_requests():
+        assert request.header("x-api-key") == USER_KEY

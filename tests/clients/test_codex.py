@@ -16,18 +16,25 @@ PROMPT = "Give me a one-line greeting for the bridge check."
 SESSION_HEADER = "session-id"
 
 
-def codex(rig: Rig, prompt: str) -> tuple[list[str], dict[str, str]]:
+def codex(rig: Rig, prompt: str, user_key: str | None = None) -> tuple[list[str], dict[str, str]]:
     """`codex exec` with the ``~/.codex/config.toml`` and environment that
     ``configure("codex")`` gives (a custom Responses provider pointed at the
-    bridge), plus the suite's isolation switches."""
-    config = rig.configure("codex")
-    assert config.file_path == "~/.codex/config.toml"
-    assert tomllib.loads(config.file_content or "")["model_providers"]["aibridge"] == {
+    bridge), plus the suite's isolation switches. With ``user_key``, the
+    bring-your-own-key form."""
+    expected: dict[str, Any] = {
         "name": "AI Bridge",
         "base_url": rig.openai_url,
         "env_key": "AIBRIDGE_TOKEN",
         "wire_api": "responses",
     }
+    if user_key is None:
+        config = rig.configure("codex")
+    else:
+        config = rig.configure("codex", byok=True, user_key=user_key)
+        expected["env_key"] = "OPENAI_API_KEY"
+        expected["env_http_headers"] = {"X-AIBridge-Token": "AIBRIDGE_TOKEN"}
+    assert config.file_path == "~/.codex/config.toml"
+    assert tomllib.loads(config.file_content or "")["model_providers"]["aibridge"] == expected
     argv = [
         client_program("codex"),
         "exec",
@@ -60,6 +67,29 @@ def test_codex_exec_prompt(rig: Rig) -> None:
     assert "content-encoding" not in incoming.headers
     # Codex prints the session id it sends.
     assert f"session id: {started.client_session_id}" in result.stderr + result.stdout
+
+
+USER_KEY = "sk-proj-user-own-key-for-byok"
+
+
+def test_codex_byok(rig: Rig) -> None:
+    """Bring your own key: the host token from `env_http_headers`, the user's
+    own key from `OPENAI_API_KEY`; the upstream (the user's own account)
+    sees that key, the records name the actor."""
+    rig.fake.openai_key = USER_KEY
+    script_upstream(rig.fake)
+    result = rig.run(*codex(rig, PROMPT, user_key=USER_KEY))
+    check_run(
+        rig,
+        result,
+        prompt=PROMPT,
+        client="Codex",
+        provider="openai",
+        session_header=SESSION_HEADER,
+        byok_key=USER_KEY,
+    )
+    for request in rig.bridged_requests():
+        assert request.header("authorization") == f"Bearer {USER_KEY}"
 
 
 def _shell_call(tools: list[dict[str, Any]], command: str) -> ToolCall | None:
