@@ -564,3 +564,34 @@ def test_python_sdk_from_configured_env(
     running.recorder.wait_ended(1)
     (started,) = running.recorder.of_type(InterceptionStarted)
     assert (started.client, started.actor.id) == (key, "alice")
+
+
+def test_the_byok_form(home: Path) -> None:
+    """Bring your own key: the host token in an extra header, the user's key
+    where the client sends its key; refused for clients with no extra header."""
+    config = configure("claude-code", BASE, ODD_TOKEN, byok=True, user_key="sk-user")
+    assert config.byok and config.as_dict()["byok"] is True
+    assert shell_values(config.env_lines, ["ANTHROPIC_CUSTOM_HEADERS", "ANTHROPIC_API_KEY"]) == [
+        f"X-AIBridge-Token: {ODD_TOKEN}",
+        "sk-user",
+    ]
+    assert "ANTHROPIC_AUTH_TOKEN" not in config.env_vars
+    assert "bring your own key" in config.render().splitlines()[0]
+    renamed = configure("opencode", BASE, "tok", byok=True, byok_header="X-Gateway")
+    content = json.loads(renamed.file_content or "")
+    options = content["provider"]["anthropic"]["options"]
+    assert options["headers"] == {"X-Gateway": "{env:AIBRIDGE_TOKEN}"}
+    assert options["apiKey"] == "{env:AIBRIDGE_PROVIDER_KEY}"
+    assert renamed.env_vars["AIBRIDGE_PROVIDER_KEY"] == "<your own provider key>"
+    sdk = configure("openai-python", BASE, "tok", byok=True, byok_header="X-Gateway")
+    assert any('"X-Gateway"' in note for note in sdk.notes)
+    assert not any("X-AIBridge-Token" in note for note in sdk.notes)
+    with pytest.raises(ClientNotSupported, match="extra header"):
+        configure("goose", BASE, "tok", byok=True)
+    code, out, _ = run_main(
+        "configure", "codex", "--base-url", BASE, "--token", "tok", "--byok", "--format", "json"
+    )
+    assert code == 0
+    provider = tomllib.loads(json.loads(out)["file"]["content"])["model_providers"]["aibridge"]
+    assert provider["env_http_headers"] == {"X-AIBridge-Token": "AIBRIDGE_TOKEN"}
+    assert provider["env_key"] == "OPENAI_API_KEY"

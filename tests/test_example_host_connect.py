@@ -55,6 +55,10 @@ def test_connect_page_in_chromium(start_host: Callable[..., RunningHost], tmp_pa
     assert "export ANTHROPIC_AUTH_TOKEN='<your token>'" in env.splitlines()
     assert 'action="/connect"' in dom and "Create a token for Claude Code" in dom
     assert "compatibility suite runs Claude Code 2.1.332" in dom
+    # The bring-your-own-key form: the token in an extra header.
+    (byok,) = _pre_blocks(dom, "byok-env")
+    assert "export ANTHROPIC_CUSTOM_HEADERS='X-AIBridge-Token: <your token>'" in byok.splitlines()
+    assert "export ANTHROPIC_API_KEY='<your own provider key>'" in byok.splitlines()
     # Every client is offered; the ones that cannot connect apart.
     for name in ("Codex CLI", "OpenCode", "Goose", "Zed", "JetBrains AI Assistant"):
         assert f">{name}</a>" in dom
@@ -105,6 +109,10 @@ def test_minting_a_token_for_a_client(start_host: Callable[..., RunningHost]) ->
         assert token != alice
         # Filled into the snippet, and nowhere a placeholder.
         assert _pre_blocks(r.text, "env") == [f"export AIBRIDGE_TOKEN={token}"]
+        (byok_file,) = _pre_blocks(r.text, "byok-file")
+        headers = tomllib.loads(byok_file)["model_providers"]["aibridge"]["env_http_headers"]
+        assert headers == {"X-AIBridge-Token": "AIBRIDGE_TOKEN"}
+        assert f"export AIBRIDGE_TOKEN={token}" in _pre_blocks(r.text, "byok-env")[0]
         assert "&lt;your token&gt;" not in r.text
         assert 'action="/connect"' not in r.text  # one token per click
 
@@ -128,6 +136,11 @@ def test_minting_a_token_for_a_client(start_host: Callable[..., RunningHost]) ->
         r = browser.get("/connect", params={"client": "opencode", "api": "openai"})
         (config_file,) = _pre_blocks(r.text, "file")
         assert f'"baseURL": "{bridge}/openai/v1"' in config_file
+
+        # A client with no way to send an extra header: no BYOK form.
+        r = browser.get("/connect", params={"client": "goose"})
+        assert "Bring your own key: not with this tool" in r.text
+        assert _pre_blocks(r.text, "byok-env") == []
 
         # A client that cannot connect: why, and no token to mint.
         r = browser.get("/connect", params={"client": "windsurf"})

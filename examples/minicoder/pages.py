@@ -346,15 +346,16 @@ def _snippet(kind: str, title: str, body: str) -> str:
     )
 
 
-def _config_html(config: ClientConfig) -> str:
+def _config_html(config: ClientConfig, kind: str = "") -> str:
+    """The configuration as snippets; ``kind`` prefixes their data-kind."""
     parts = []
     if config.file_path and config.file_content is not None:
         title = f"In <code>{escape(config.file_path)}</code>"
-        parts.append(_snippet("file", title, config.file_content))
+        parts.append(_snippet(kind + "file", title, config.file_content))
     if config.env:
-        parts.append(_snippet("env", "In the environment", "\n".join(config.env_lines)))
+        parts.append(_snippet(kind + "env", "In the environment", "\n".join(config.env_lines)))
     if config.commands:
-        parts.append(_snippet("commands", "Run once", "\n".join(config.command_lines)))
+        parts.append(_snippet(kind + "commands", "Run once", "\n".join(config.command_lines)))
     if config.settings:
         rows = "".join(
             f"<tr><th>{escape(label)}</th><td><code>{escape(value)}</code></td></tr>"
@@ -370,6 +371,22 @@ def _config_html(config: ClientConfig) -> str:
         notes = "".join(f"<li>{_inline_code(note)}</li>" for note in config.notes)
         parts.append(f'<ul class="notes">{notes}</ul>')
     return "".join(parts)
+
+
+def _byok_html(client: Client, base_url: str, token: str, api: Api) -> str:
+    """The bring-your-own-key form of the setup, or why there is none."""
+    if client.setup(api).byok is None:
+        return (
+            '<p class="byok none">Bring your own key: not with this tool (it has no known'
+            " way to send an extra header); it uses this host's provider key.</p>"
+        )
+    config = configure(client, base_url, token, api=api, byok=True)
+    return (
+        '<details class="byok"><summary>Bring your own key instead</summary>'
+        "<p>Your token goes in an extra header and your own provider key (or"
+        " subscription) pays for the calls; this host still sees and records them.</p>"
+        f"{_config_html(config, 'byok-')}</details>"
+    )
 
 
 def _connect_link(client: Client, api: str | None = None) -> str:
@@ -423,6 +440,7 @@ def _connect_content(request: Request, client: Client, api: Api | None, token: s
         "apis": "",
         "minted": "",
         "body": "",
+        "byok": "",
         "mint": "",
         "status": "",
     }
@@ -456,6 +474,7 @@ def _connect_content(request: Request, client: Client, api: Api | None, token: s
             f" <code>{escape(TOKEN_PLACEHOLDER)}</code>.</span></form>"
         )
     values["body"] = _config_html(config)
+    values["byok"] = _byok_html(client, base_url, token or TOKEN_PLACEHOLDER, config.api)
     values["status"] = _verification(client, config.api)
     return template("connect.html").substitute(values)
 
