@@ -74,6 +74,9 @@ class ProviderConfig:
             )
         if not self.api_key:
             raise ValueError(f"provider {self.name!r} has an empty api_key")
+        if not isinstance(self.api_key, str):
+            # A list or mapping: checked, named and frozen (the config stays hashable).
+            object.__setattr__(self, "api_key", parse_keys(self.api_key, f"provider {self.name!r}"))
         self.keys  # noqa: B018 (checks the keys now)
         base = self.resolved_base_url
         if not base.startswith(("http://", "https://")):

@@ -133,6 +133,9 @@ class OpenTelemetryHooks(BridgeHooks):
         if live.response_ids:
             span.set_attribute("gen_ai.response.id", live.response_ids[-1])
         span.set_attribute("aibridge.status", ended.status)
+        if ended.credential is not None and ended.key_name is not None:
+            span.set_attribute("aibridge.credential", ended.credential)
+            span.set_attribute("aibridge.key_name", ended.key_name)
         if ended.http_status is not None:
             span.set_attribute("http.response.status_code", ended.http_status)
         if ended.status == "failed":
