@@ -16,6 +16,9 @@ from typing import Any
 
 import httpx
 import pytest
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from prometheus_client import CollectorRegistry, generate_latest
 from starlette.types import Receive, Scope, Send
 
@@ -28,6 +31,7 @@ from aibridge_asgi import (
 )
 from aibridge_asgi.keys import Key, KeyCooldowns, KeyPool, parse_keys, rate_limit_wait
 from aibridge_asgi.metrics import PrometheusHooks
+from aibridge_asgi.otel import OpenTelemetryHooks
 from aibridge_asgi.testing import (
     ANTHROPIC_KEY,
     FakeResponse,
@@ -535,8 +539,12 @@ def test_no_key_in_logs_records_or_metrics(
         return {HOST_TOKEN: Actor("alice"), "carol-token": team}.get(token)
 
     registry = CollectorRegistry()
+    exporter = InMemorySpanExporter()
+    tracing = TracerProvider()
+    tracing.add_span_processor(SimpleSpanProcessor(exporter))
     caplog.set_level(logging.DEBUG)
-    running = pooled(resolve_token=resolve, hooks=[PrometheusHooks(registry)])
+    hooks = [PrometheusHooks(registry), OpenTelemetryHooks(tracing.get_tracer("keys"))]
+    running = pooled(resolve_token=resolve, hooks=hooks)
     gate.refuse[POOL[0]] = (429, [("retry-after", "20")])
     gate.refuse[POOL[1]] = (401, [])
     assert post(client, running).status_code == 200
@@ -552,7 +560,9 @@ def test_no_key_in_logs_records_or_metrics(
     records = running.recorder.records
     metrics = generate_latest(registry).decode()
     logs = "\n".join(f"{r.getMessage()} {r.__dict__!r} {r.exc_text or ''}" for r in caplog.records)
+    spans = exporter.get_finished_spans()
     texts = {
+        "spans": "\n".join(json.dumps(dict(s.attributes or {}), default=str) for s in spans),
         "metrics": metrics,
         "logs": logs,
         "records": "\n".join(repr(r) + json.dumps(asdict(r), default=str) for r in records),
@@ -570,3 +580,9 @@ def test_no_key_in_logs_records_or_metrics(
     assert "failing over from key 0 (429) to key 1" in logs
     ends = [r for r in records if isinstance(r, InterceptionEnded)]
     assert {e.credential for e in ends} == {"pool", "byok", "actor"}
+    named = {
+        (s.attributes.get("aibridge.credential"), s.attributes.get("aibridge.key_name"))
+        for s in spans
+        if s.attributes and "aibridge.status" in s.attributes
+    }
+    assert {("pool", "2"), ("byok", "byok"), ("actor", "actor")} <= named
