@@ -314,7 +314,8 @@ class KeyPool:
 
 class Access:
     """One request's way to a credential: a fixed one (BYOK, the actor's),
-    or the pool's keys in order, each at most once."""
+    or the pool's first key not cooling down. A failover never goes back to
+    a key this request already had refused."""
 
     def __init__(
         self,
