@@ -11,6 +11,11 @@ The first non-empty one wins. Upstream requests never carry any of these
 headers, nor ``Cookie``, ``Proxy-Authorization``, ``Coder-Session-Token``,
 hop-by-hop headers, ``Host``, ``Content-Length`` or ``Accept-Encoding``;
 every other header passes through byte for byte.
+
+The bring-your-own-key form (the host token in ``X-AIBridge-Token``, the
+client's own credential forwarded as sent) is read first, by
+:mod:`aibridge_asgi.keys`, which then adds that credential to the upstream
+request itself.
 """
 
 from __future__ import annotations
