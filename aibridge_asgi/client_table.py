@@ -450,6 +450,7 @@ CLIENTS: tuple[Client, ...] = (
                     ),
                     env=((TOKEN_ENV, TOKEN), (USER_KEY_ENV, USER_KEY)),
                     notes=(_AI_SDK_BYOK_NOTE,),
+                    verified_by=(SUITE + "test_opencode.py::test_opencode_byok",),
                 ),
             ),
             Setup(

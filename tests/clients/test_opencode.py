@@ -53,3 +53,34 @@ def test_opencode_run(rig: Rig, provider: Api, model: str, route: str) -> None:
     )
     assert started.route == route
     assert started.model == model
+
+
+USER_KEY = "sk-user-own-key-for-opencode-byok"
+
+
+def test_opencode_byok(rig: Rig) -> None:
+    """Bring your own key: the gateway token in the provider's
+    `options.headers`, the user's own key as `apiKey`."""
+    config = rig.configure("opencode", api="anthropic", byok=True, user_key=USER_KEY)
+    options = json.loads(config.file_content or "")["provider"]["anthropic"]["options"]
+    assert options["headers"] == {"X-AIBridge-Token": "{env:AIBRIDGE_TOKEN}"}
+    env = rig.install(
+        config,
+        {
+            "OPENCODE_DISABLE_MODELS_FETCH": "1",
+            "OPENCODE_DISABLE_AUTOUPDATE": "1",
+            "OPENCODE_DISABLE_SHARE": "1",
+        },
+    )
+    rig.fake.anthropic_key = USER_KEY
+    script_upstream(rig.fake)
+    result = rig.run(program_argv(config.run, client_program("opencode"), prompt=PROMPT), env)
+    check_run(
+        rig,
+        result,
+        prompt=PROMPT,
+        client="OpenCode",
+        provider="anthropic",
+        session_header="x-session-id",
+        byok_key=USER_KEY,
+    )
