@@ -25,6 +25,7 @@ from starlette.types import Receive, Scope, Send
 from aibridge_asgi import (
     Actor,
     CircuitBreakerConfig,
+    RetryPolicy,
     InterceptionEnded,
     InterceptionStarted,
     ProviderConfig,
@@ -71,6 +72,8 @@ class KeyGate:
     def __init__(self, fake: FakeUpstream) -> None:
         self.fake = fake
         self.refuse: dict[str, tuple[int, list[tuple[str, str]]]] = {}
+        #: Keys refused only this many more times (then let through).
+        self.refuse_times: dict[str, int] = {}
         #: (path, key, every header) per call.
         self.calls: list[tuple[str, str, dict[str, str]]] = []
 
@@ -89,7 +92,9 @@ class KeyGate:
             or headers.get("authorization", "").partition(" ")[2]
         )
         self.calls.append((scope["path"], key, headers))
-        if key in self.refuse:
+        if key in self.refuse and self.refuse_times.get(key, 1) > 0:
+            if key in self.refuse_times:
+                self.refuse_times[key] -= 1
             status, extra = self.refuse[key]
             body = json.dumps(
                 {"type": "error", "error": {"type": "rate_limit_error", "message": "refused"}}
@@ -363,6 +368,21 @@ def test_failover_does_not_trip_the_circuit_breaker(
     breakers = running.bridge._rt.breakers
     assert breakers is not None
     assert breakers.state(("anthropic", "/v1/messages", "claude-sonnet-4-5")) == "closed"
+
+
+def test_a_status_retry_policy_waits_for_the_first_key_back(
+    start_bridge: Callable[..., Running], gate: KeyGate, client: httpx.Client
+) -> None:
+    """With 429 in RetryPolicy.statuses, after the last key's 429 the bridge
+    waits as the policy says, then takes the first key that is back."""
+    retry = RetryPolicy(statuses=frozenset({429}), max_wait=3, backoff=0.01)
+    running = start_bridge(provider_keys={"anthropic": POOL[:2]}, retry=retry)
+    gate.refuse[POOL[0]] = gate.refuse[POOL[1]] = (429, [("retry-after", "1")])
+    gate.refuse_times[POOL[0]] = 1
+    response = post(client, running)
+    assert response.status_code == 200, response.text
+    assert gate.seen == [POOL[0], POOL[1], POOL[0]]
+    assert [(e.credential, e.key_name) for e in ended(running)] == [("pool", "0")]
 
 
 def test_key_specs_are_checked() -> None:
