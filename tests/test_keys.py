@@ -25,10 +25,10 @@ from starlette.types import Receive, Scope, Send
 from aibridge_asgi import (
     Actor,
     CircuitBreakerConfig,
-    RetryPolicy,
     InterceptionEnded,
     InterceptionStarted,
     ProviderConfig,
+    RetryPolicy,
 )
 from aibridge_asgi.keys import Key, KeyCooldowns, KeyPool, parse_keys, rate_limit_wait
 from aibridge_asgi.metrics import PrometheusHooks
