@@ -11,6 +11,7 @@ from .app import Bridge, TokenResolver, create_bridge
 from .breaker import CircuitBreakerConfig
 from .config import ProviderConfig, RetryPolicy, Timeouts
 from .hooks import BridgeHooks, Timings
+from .keys import Key, KeyCooldowns
 from .records import (
     Actor,
     Cost,
@@ -34,6 +35,8 @@ __all__ = [
     "Cost",
     "InterceptionEnded",
     "InterceptionStarted",
+    "Key",
+    "KeyCooldowns",
     "ModelThought",
     "PromptUsage",
     "ProviderConfig",
