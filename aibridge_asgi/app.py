@@ -363,6 +363,8 @@ def create_bridge(
     def notify(name: str, *args: object) -> None:
         call_hooks(hook_list, name, *args)
 
+    if isinstance(byok, str):
+        byok = (byok,)  # one provider instance's name
     if not isinstance(byok, bool):
         unknown = set(byok) - set(configured)
         if unknown:
