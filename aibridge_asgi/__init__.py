@@ -12,6 +12,7 @@ from .breaker import CircuitBreakerConfig
 from .config import ProviderConfig, RetryPolicy, Timeouts
 from .hooks import BridgeHooks, Timings
 from .keys import Key, KeyCooldowns
+from .pricing import GenaiPrices, Price, PriceBook, Rates
 from .records import (
     Actor,
     Cost,
@@ -22,6 +23,7 @@ from .records import (
     Record,
     Recorder,
     TokenUsage,
+    ToolResult,
     ToolUsage,
 )
 
@@ -33,13 +35,17 @@ __all__ = [
     "BridgeHooks",
     "CircuitBreakerConfig",
     "Cost",
+    "GenaiPrices",
     "InterceptionEnded",
     "InterceptionStarted",
     "Key",
     "KeyCooldowns",
     "ModelThought",
+    "Price",
+    "PriceBook",
     "PromptUsage",
     "ProviderConfig",
+    "Rates",
     "Record",
     "Recorder",
     "RetryPolicy",
@@ -47,6 +53,7 @@ __all__ = [
     "Timings",
     "TokenResolver",
     "TokenUsage",
+    "ToolResult",
     "ToolUsage",
     "__version__",
     "create_bridge",

@@ -13,6 +13,7 @@ from .config import RetryPolicy
 from .errors import BridgeError, error_body
 from .hooks import BridgeHooks
 from .keys import Keys
+from .pricing import Costing
 from .records import RecordQueue
 from .upstream import Upstream
 
@@ -51,6 +52,8 @@ class Runtime:
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     breakers: CircuitBreakers | None = None
     keys: Keys = field(default_factory=lambda: Keys({}))
+    costing: Costing | None = None
+    tool_result_content: int | None = None
 
 
 def content_length(headers: Sequence[tuple[bytes, bytes]]) -> int | None:

@@ -16,7 +16,7 @@ import logging
 import traceback
 from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping, Sequence
 from types import TracebackType
-from typing import Any, TypeAlias
+from typing import Any, Literal, TypeAlias
 
 import anyio.to_thread
 import httpx
@@ -32,6 +32,7 @@ from .hooks import call as call_hooks
 from .interception import intercept
 from .keys import DEFAULT_BYOK_HEADER, KeyCooldowns, KeyPool, Keys, KeySpec
 from .passthrough import passthrough
+from .pricing import Costing, PriceBook, default_prices
 from .records import Actor, Record, Recorder, RecordQueue
 from .routing import match_route, route_path
 from .upstream import AiohttpUpstream, HttpxUpstream, Upstream
@@ -307,6 +308,8 @@ def create_bridge(
     byok: bool | Collection[str] = True,
     byok_header: str = DEFAULT_BYOK_HEADER,
     key_cooldowns: KeyCooldowns | None = None,
+    prices: PriceBook | Literal["default"] | None = "default",
+    tool_result_content: int | None = None,
 ) -> Bridge:
     """Build the bridge's ASGI app.
 
@@ -346,6 +349,13 @@ def create_bridge(
         form (default ``X-AIBridge-Token``); never forwarded.
     :param key_cooldowns: how long a pooled key rests after a 429, 401 or
         403 (see :class:`~aibridge_asgi.keys.KeyCooldowns`).
+    :param prices: the price book that gives every usage record a
+        :class:`~aibridge_asgi.records.Cost` (see :mod:`aibridge_asgi.pricing`);
+        ``"default"`` is genai-prices' bundled data
+        (:class:`~aibridge_asgi.pricing.GenaiPrices`), ``None`` turns cost off.
+    :param tool_result_content: record the content of tool results the
+        clients send back, up to this many characters each; ``None`` (the
+        default) records only their id, error flag and size.
     """
     configured = _providers(provider_keys, base_urls, providers)
     if not configured:
@@ -400,6 +410,11 @@ def create_bridge(
 
         breakers = CircuitBreakers(circuit_breaker, on_change)
 
+    if tool_result_content is not None and tool_result_content < 0:
+        raise ValueError("tool_result_content must be None or >= 0")
+    book = default_prices() if prices == "default" else prices
+    if book is not None and not isinstance(book, PriceBook):
+        raise TypeError("prices must be a PriceBook (an object with a price() method) or None")
     runtime = Runtime(
         retry=retry or RetryPolicy(),
         breakers=breakers,
@@ -411,6 +426,8 @@ def create_bridge(
         body_timeout=body_timeout,
         strip_headers=strip | HOST_CREDENTIALS,
         keys=keys,
+        costing=Costing(book) if book is not None else None,
+        tool_result_content=tool_result_content,
     )
     return Bridge(
         resolve_token=resolve_token,

@@ -64,8 +64,8 @@ class BridgeHooks:
         (502 unreachable, 504 timeout) or the stream broke (status 502)."""
 
     def produced(self, record: Record) -> None:
-        """A usage record was produced (TokenUsage, PromptUsage, ToolUsage,
-        ModelThought); it is on its way to the recorder."""
+        """A usage record was produced (TokenUsage, Cost, PromptUsage,
+        ToolUsage, ToolResult, ModelThought); it is on its way to the recorder."""
 
     def interception_ended(
         self, started: InterceptionStarted, ended: InterceptionEnded, timings: Timings

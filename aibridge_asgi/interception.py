@@ -6,7 +6,9 @@ The lifecycle, in order:
 2. record :class:`InterceptionStarted` (always, once authentication passed);
 3. send upstream, relay the answer: SSE byte for byte, flushed per event,
    with a sans-IO observer reading a copy; JSON bodies unchanged;
-4. record :class:`InterceptionEnded` (always, exactly once), with
+4. record the usage (and its :class:`~aibridge_asgi.records.Cost`, when the
+   bridge has a price book);
+5. record :class:`InterceptionEnded` (always, exactly once), with
    ``completed``, ``failed`` or ``cancelled``.
 
 A watcher task listens for the client's disconnect the whole time and
@@ -41,7 +43,7 @@ from .errors import BridgeError
 from .hooks import Timings
 from .hooks import call as call_hooks
 from .keys import Access
-from .records import Actor, InterceptionEnded, InterceptionStarted, utcnow
+from .records import Actor, InterceptionEnded, InterceptionStarted, TokenUsage, utcnow
 from .relay import Outcome, relay_body, relay_stream
 from .routing import RESPONSES, Route
 from .upstream import (
@@ -178,7 +180,7 @@ async def intercept(
             await send_error(send, provider.kind, refusal, (id_header,))
         else:
             assert body is not None
-            api = interception_for(route.api, interception_id, body)
+            api = interception_for(route.api, interception_id, body, rt.tool_result_content)
             await _exchange(rt, scope, receive, send, route, api, raw, id_header, outcome, access)
     except asyncio.CancelledError:
         outcome.status, outcome.error = "cancelled", "bridge shut down during the call"
@@ -325,6 +327,9 @@ async def _exchange(
             logger.exception("observer failed to finish")
         for record in api.drain():
             outcome.emit(record)
+            if rt.costing is not None and isinstance(record, TokenUsage):
+                # Priced on what was seen, also when the client left early.
+                outcome.emit(rt.costing.cost(record, route.provider, api.model))
     if outcome.client_gone:
         outcome.status, outcome.error = "cancelled", "client disconnected"
 

@@ -20,11 +20,13 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from .config import ProviderConfig
 from .hooks import BridgeHooks, Timings
 from .records import (
+    Cost,
     InterceptionEnded,
     InterceptionStarted,
     PromptUsage,
     Record,
     TokenUsage,
+    ToolResult,
     ToolUsage,
 )
 
@@ -133,6 +135,21 @@ class PrometheusHooks(BridgeHooks):
             "Tool calls the models made.",
             ["provider_name", "model", "tool", "injected"],
         )
+        self.cost = counter(
+            "cost_usd",
+            "What the interceptions cost in USD, from the bridge's price book.",
+            ["provider_name", "model", *user],
+        )
+        self.unpriced = counter(
+            "unpriced_total",
+            "Usage records of models the price book has no price for.",
+            ["provider_name", "model"],
+        )
+        self.tool_results = counter(
+            "tool_results_total",
+            "Tool results the clients sent back.",
+            ["provider_name", "model", "is_error"],
+        )
         self.upstream_errors = counter(
             "upstream_errors_total",
             "Upstream error statuses, and failures answered by the bridge (502/504).",
@@ -219,6 +236,16 @@ class PrometheusHooks(BridgeHooks):
             ):
                 if value:
                     self.tokens.labels(live.provider_name, live.model, kind, *user).inc(value)
+        elif isinstance(record, Cost):
+            if record.amount is None:
+                self.unpriced.labels(live.provider_name, live.model).inc()
+            elif record.currency == "USD":
+                user = [live.actor] if self._per_user else []
+                self.cost.labels(live.provider_name, live.model, *user).inc(float(record.amount))
+        elif isinstance(record, ToolResult):
+            self.tool_results.labels(
+                live.provider_name, live.model, str(record.is_error).lower()
+            ).inc()
         elif isinstance(record, PromptUsage):
             self.prompts.labels(live.provider_name, live.model, live.client).inc()
         elif isinstance(record, ToolUsage):

@@ -18,6 +18,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from decimal import Decimal
 from time import time_ns
 
 from opentelemetry import propagate, trace
@@ -25,7 +26,7 @@ from opentelemetry.context import Context
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode, Tracer
 
 from .hooks import BridgeHooks, Timings
-from .records import InterceptionEnded, InterceptionStarted, Record, TokenUsage
+from .records import Cost, InterceptionEnded, InterceptionStarted, Record, TokenUsage
 from .routing import RESPONSES
 
 __all__ = ["OpenTelemetryHooks"]
@@ -42,6 +43,8 @@ class _Live:
     output_tokens: int = 0
     cache_read: int = 0
     response_ids: list[str] = field(default_factory=list)
+    cost: Decimal | None = None
+    unpriced: bool = False
 
 
 class OpenTelemetryHooks(BridgeHooks):
@@ -117,6 +120,13 @@ class OpenTelemetryHooks(BridgeHooks):
                 live.cache_read += record.cache_read_input_tokens
                 if record.provider_response_id:
                     live.response_ids.append(record.provider_response_id)
+        elif isinstance(record, Cost):
+            live = self._live.get(record.interception_id)
+            if live is not None:
+                if record.amount is None:
+                    live.unpriced = True
+                else:
+                    live.cost = (live.cost or Decimal(0)) + record.amount
 
     def interception_ended(
         self, started: InterceptionStarted, ended: InterceptionEnded, timings: Timings
@@ -132,6 +142,13 @@ class OpenTelemetryHooks(BridgeHooks):
         span.set_attribute("gen_ai.usage.cache_read_input_tokens", live.cache_read)
         if live.response_ids:
             span.set_attribute("gen_ai.response.id", live.response_ids[-1])
+        if live.cost is not None:
+            # OTel attributes have no decimal type: a float for sums, the
+            # exact text alongside.
+            span.set_attribute("aibridge.cost.usd", float(live.cost))
+            span.set_attribute("aibridge.cost.usd_exact", str(live.cost))
+        if live.unpriced:
+            span.set_attribute("aibridge.cost.unpriced", True)
         span.set_attribute("aibridge.status", ended.status)
         if ended.credential is not None and ended.key_name is not None:
             span.set_attribute("aibridge.credential", ended.credential)

@@ -3,7 +3,8 @@
 Every bridged request that passes authentication produces exactly one
 :class:`InterceptionStarted` and exactly one :class:`InterceptionEnded`.
 Between the two, the API interceptors emit :class:`TokenUsage`,
-:class:`PromptUsage`, :class:`ToolUsage` and :class:`ModelThought` records.
+:class:`PromptUsage`, :class:`ToolUsage`, :class:`ToolResult`,
+:class:`ModelThought` and :class:`Cost` records.
 
 Records are delivered to the host's recorder by a single background worker,
 in the order they were produced, so a slow or failing recorder never delays
@@ -35,6 +36,7 @@ __all__ = [
     "Record",
     "Recorder",
     "TokenUsage",
+    "ToolResult",
     "ToolUsage",
     "utcnow",
 ]
@@ -174,6 +176,29 @@ class ModelThought:
     created_at: datetime = field(default_factory=utcnow)
 
 
+@dataclass(frozen=True, slots=True)
+class ToolResult:
+    """A tool result the client sent back to the model in this request: the
+    id of the tool call it answers (``tool_use_id`` of an Anthropic
+    ``tool_result`` block, ``tool_call_id`` of a Chat Completions ``tool``
+    message, ``call_id`` of a Responses ``function_call_output`` item).
+
+    ``is_error`` is what the client said (only Anthropic has the flag);
+    ``size`` the result's length in UTF-8 bytes (structured content as
+    compact JSON). ``content`` is ``None`` unless the host asked for it
+    (``create_bridge(tool_result_content=N)``), then at most ``N``
+    characters, with ``truncated`` set when it was cut.
+    """
+
+    interception_id: str
+    tool_call_id: str
+    is_error: bool
+    size: int
+    content: str | None = None
+    truncated: bool = False
+    created_at: datetime = field(default_factory=utcnow)
+
+
 def _no_breakdown() -> Mapping[str, Decimal]:
     return {}
 
@@ -208,6 +233,7 @@ Record: TypeAlias = (
     | TokenUsage
     | PromptUsage
     | ToolUsage
+    | ToolResult
     | ModelThought
     | Cost
 )

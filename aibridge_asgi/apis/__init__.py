@@ -25,6 +25,12 @@ _BY_ROUTE: dict[str, type[ApiInterception]] = {
 }
 
 
-def interception_for(route: str, interception_id: str, body: Mapping[str, Any]) -> ApiInterception:
-    """Create the interception object for a bridged ``route``."""
-    return _BY_ROUTE[route](interception_id, body)
+def interception_for(
+    route: str,
+    interception_id: str,
+    body: Mapping[str, Any],
+    tool_result_content: int | None = None,
+) -> ApiInterception:
+    """Create the interception object for a bridged ``route``
+    (``tool_result_content``: see :class:`~aibridge_asgi.records.ToolResult`)."""
+    return _BY_ROUTE[route](interception_id, body, tool_result_content)

@@ -15,7 +15,7 @@ from typing import Any
 from ..records import TokenUsage
 from ..routing import MESSAGES
 from ..sse import SSEEvent
-from .base import ApiInterception, parse_args, text_of_parts
+from .base import ApiInterception, ReturnedResult, parse_args, text_of_parts
 
 __all__ = ["MessagesInterception"]
 
@@ -29,8 +29,13 @@ class MessagesInterception(ApiInterception):
 
     route = MESSAGES
 
-    def __init__(self, interception_id: str, body: Mapping[str, Any]) -> None:
-        super().__init__(interception_id, body)
+    def __init__(
+        self,
+        interception_id: str,
+        body: Mapping[str, Any],
+        tool_result_content: int | None = None,
+    ) -> None:
+        super().__init__(interception_id, body, tool_result_content)
         self._blocks: dict[int, dict[str, Any]] = {}
         self._stopped = False
 
@@ -48,6 +53,21 @@ class MessagesInterception(ApiInterception):
                 return None
             return text_of_parts(content, ("text",))
         return None
+
+    def extract_tool_results(self, body: Mapping[str, Any]) -> list[ReturnedResult]:
+        # The last message, when it is the user's, answers the model's last turn.
+        messages = body.get("messages")
+        if not isinstance(messages, list) or not messages:
+            return []
+        last = messages[-1]
+        if not isinstance(last, dict) or last.get("role") != "user":
+            return []
+        content = last.get("content")
+        return [
+            (part.get("tool_use_id"), part.get("is_error") is True, part.get("content"))
+            for part in (content if isinstance(content, list) else ())
+            if isinstance(part, dict) and part.get("type") == "tool_result"
+        ]
 
     # -- streaming ----------------------------------------------------------
 

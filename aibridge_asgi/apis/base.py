@@ -11,10 +11,13 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from ..records import ModelThought, PromptUsage, Record, TokenUsage, ToolUsage
+from ..records import ModelThought, PromptUsage, Record, TokenUsage, ToolResult, ToolUsage
 from ..sse import SSEEvent
 
-__all__ = ["ApiInterception", "clean_text", "parse_args", "text_of_parts"]
+__all__ = ["ApiInterception", "ReturnedResult", "clean_text", "parse_args", "text_of_parts"]
+
+#: A tool result found in a request: (tool call id, is_error, content).
+ReturnedResult = tuple[Any, bool, Any]
 
 _SYSTEM_REMINDER = "<system-reminder>"
 _OVERLOAD_WORDS = ("overloaded", "rate_limit", "server_error", "capacity", "unavailable")
@@ -67,6 +70,33 @@ def clean_text(value: Any) -> Any:
     return value
 
 
+def tool_result(
+    interception_id: str, call_id: Any, is_error: bool, content: Any, keep: int | None
+) -> ToolResult:
+    """A :class:`ToolResult` record; ``content`` is kept (up to ``keep``
+    characters) only when ``keep`` is not None."""
+    if isinstance(content, str):
+        text = content
+    elif content is None:
+        text = ""
+    else:
+        text = json.dumps(content, ensure_ascii=False, separators=(",", ":"), default=str)
+    text = clean_text(text)
+    kept: str | None = None
+    truncated = False
+    if keep is not None:
+        kept = text[: max(keep, 0)]
+        truncated = len(kept) < len(text)
+    return ToolResult(
+        interception_id,
+        clean_text(call_id) if isinstance(call_id, str) else "",
+        is_error,
+        len(text.encode("utf-8")),
+        kept,
+        truncated,
+    )
+
+
 def _int(value: Any) -> int:
     return value if isinstance(value, int) and not isinstance(value, bool) else 0
 
@@ -82,9 +112,17 @@ class ApiInterception:
     #: The route name recorded in ``InterceptionStarted.route``.
     route = ""
 
-    def __init__(self, interception_id: str, body: Mapping[str, Any]) -> None:
+    def __init__(
+        self,
+        interception_id: str,
+        body: Mapping[str, Any],
+        tool_result_content: int | None = None,
+    ) -> None:
         self.interception_id = interception_id
         self.body = body
+        model = body.get("model")
+        #: The model the client asked for (as recorded in InterceptionStarted).
+        self.model: str = clean_text(model) if isinstance(model, str) else ""
         self.response_id = ""
         #: Set when the upstream reported an error inside a 200 response,
         #: or when the response could not be understood.
@@ -97,12 +135,21 @@ class ApiInterception:
         self._prompt_recorded = self._prompt is None
         self._usage: dict[str, Any] | None = None
         self._finished = False
+        for call_id, is_error, content in self.extract_tool_results(body):
+            self._records.append(
+                tool_result(interception_id, call_id, is_error, content, tool_result_content)
+            )
 
     # -- request side -------------------------------------------------------
 
     def extract_prompt(self, body: Mapping[str, Any]) -> str | None:
         """The text of the last user message, or ``None``."""
         raise NotImplementedError
+
+    def extract_tool_results(self, body: Mapping[str, Any]) -> list[ReturnedResult]:
+        """The tool results the client sends back in this turn (the ones
+        after the model's last turn; earlier ones were recorded before)."""
+        return []
 
     def upstream_body(self, raw: bytes) -> bytes:
         """The request body to send upstream (by default the client's bytes)."""

@@ -16,7 +16,7 @@ from typing import Any
 from ..records import TokenUsage
 from ..routing import CHAT_COMPLETIONS
 from ..sse import SSEEvent
-from .base import ApiInterception, parse_args, text_of_parts
+from .base import ApiInterception, ReturnedResult, parse_args, text_of_parts
 
 __all__ = ["ChatCompletionsInterception", "member_spans", "with_include_usage"]
 
@@ -110,8 +110,13 @@ class ChatCompletionsInterception(ApiInterception):
 
     route = CHAT_COMPLETIONS
 
-    def __init__(self, interception_id: str, body: Mapping[str, Any]) -> None:
-        super().__init__(interception_id, body)
+    def __init__(
+        self,
+        interception_id: str,
+        body: Mapping[str, Any],
+        tool_result_content: int | None = None,
+    ) -> None:
+        super().__init__(interception_id, body, tool_result_content)
         options = body.get("stream_options")
         asked = isinstance(options, dict) and options.get("include_usage") is True
         #: True when the bridge adds include_usage and hides the usage chunk.
@@ -133,6 +138,17 @@ class ChatCompletionsInterception(ApiInterception):
                 return None  # a tool result or an assistant turn ends the search
             return text_of_parts(message.get("content"), ("text",))
         return None
+
+    def extract_tool_results(self, body: Mapping[str, Any]) -> list[ReturnedResult]:
+        # The tool messages after the last assistant turn.
+        messages: Any = body.get("messages")
+        found: list[ReturnedResult] = []
+        for message in reversed(messages if isinstance(messages, list) else []):
+            if not isinstance(message, dict) or message.get("role") != "tool":
+                break
+            found.append((message.get("tool_call_id"), False, message.get("content")))
+        found.reverse()
+        return found
 
     def upstream_body(self, raw: bytes) -> bytes:
         return with_include_usage(raw, self.body) if self.adds_usage else raw

@@ -18,13 +18,14 @@ from typing import Any
 from ..records import TokenUsage
 from ..routing import RESPONSES
 from ..sse import SSEEvent
-from .base import ApiInterception, parse_args, text_of_parts
+from .base import ApiInterception, ReturnedResult, parse_args, text_of_parts
 from .openai_chat import openai_token_usage
 
 __all__ = ["ResponsesInterception"]
 
 _TERMINAL = ("response.completed", "response.failed", "response.incomplete")
 _TOOL_OUTPUTS = ("function_call_output", "custom_tool_call_output")
+_TOOL_CALLS = ("function_call", "custom_tool_call")
 # Events worth decoding; text deltas and the like are skipped.
 _NEEDED = frozenset(
     {"response.created", "response.in_progress", "response.output_item.done", "error", *_TERMINAL}
@@ -36,8 +37,13 @@ class ResponsesInterception(ApiInterception):
 
     route = RESPONSES
 
-    def __init__(self, interception_id: str, body: Mapping[str, Any]) -> None:
-        super().__init__(interception_id, body)
+    def __init__(
+        self,
+        interception_id: str,
+        body: Mapping[str, Any],
+        tool_result_content: int | None = None,
+    ) -> None:
+        super().__init__(interception_id, body, tool_result_content)
         self._seen_items: set[str] = set()
         self._terminal: str | None = None
 
@@ -62,6 +68,23 @@ class ResponsesInterception(ApiInterception):
                 return None
             return text_of_parts(item.get("content"), ("input_text", "text"))
         return None
+
+    def extract_tool_results(self, body: Mapping[str, Any]) -> list[ReturnedResult]:
+        # The outputs at the end of the input, back to the calls they answer
+        # (the model's last turn); anything before that was sent earlier.
+        items: Any = body.get("input")
+        found: list[ReturnedResult] = []
+        seen_call = False
+        for item in reversed(items if isinstance(items, list) else []):
+            kind: Any = item.get("type") if isinstance(item, dict) else None
+            if kind in _TOOL_OUTPUTS and not seen_call:
+                found.append((item.get("call_id"), False, item.get("output")))
+            elif kind in _TOOL_CALLS:
+                seen_call = True
+            else:
+                break
+        found.reverse()
+        return found
 
     # -- streaming ----------------------------------------------------------
 
