@@ -68,6 +68,7 @@ logger = logging.getLogger("aibridge_asgi.pricing")
 # of prices (a few digits) and token counts (at most ~12) stay far below 60.
 _CTX = Context(prec=60)
 _ZERO = Decimal(0)
+_ONE = Decimal(1)
 
 #: The breakdown's keys, in the order they appear.
 TOKEN_KINDS = ("input", "cache_read", "cache_write_5m", "cache_write_1h", "output", "web_search")
@@ -168,6 +169,13 @@ class PriceBook(Protocol):
         ...
 
 
+def _tidy(amount: Decimal) -> Decimal:
+    """``amount`` without trailing zeros, never in exponent notation."""
+    if amount == amount.to_integral_value():
+        return amount.quantize(_ONE, context=_CTX)
+    return amount.normalize(_CTX)
+
+
 def charge(rates: Rates, usage: TokenUsage) -> Price:
     """Price ``usage`` at ``rates``, exactly, with the breakdown by token kind.
 
@@ -193,15 +201,15 @@ def charge(rates: Rates, usage: TokenUsage) -> Price:
     multiply, add = _CTX.multiply, _CTX.add
     for kind, count, rate in counts:
         if count > 0:
-            share = multiply(rate, count).scaleb(-6, _CTX)
+            share = _tidy(multiply(rate, count).scaleb(-6, _CTX))
             breakdown[kind] = share
             total = add(total, share)
     searches = usage.extra.get(_WEB_SEARCHES, 0)
     if searches > 0 and r.web_search is not None:
-        share = multiply(r.web_search, searches).scaleb(-3, _CTX)
+        share = _tidy(multiply(r.web_search, searches).scaleb(-3, _CTX))
         breakdown["web_search"] = share
         total = add(total, share)
-    return Price(total, breakdown)
+    return Price(_tidy(total), breakdown)
 
 
 # -- the default book: genai-prices' bundled data ------------------------------
