@@ -30,17 +30,29 @@ cookie.
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Any
+import csv
+import io
+from datetime import UTC, date, datetime, timedelta
+from typing import Any, cast
 
 import anyio.to_thread
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from .auth import current_user
 from .db import Database, User, timestamp
-from .queries import Filters, Page, decode_cursor, list_interceptions
+from .queries import (
+    Filters,
+    Page,
+    SpendBy,
+    decode_cursor,
+    list_interceptions,
+    list_sessions,
+    money,
+    session_interceptions,
+    spend,
+)
 
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 1000
@@ -146,10 +158,161 @@ async def me(request: Request) -> JSONResponse:
     return JSONResponse({"id": user.id, "username": user.username, "is_admin": user.is_admin})
 
 
+# -- sessions and spend ------------------------------------------------------------
+
+
+def _user_alias(query: dict[str, str]) -> dict[str, str]:
+    """``user=`` is accepted for ``initiator=`` on the newer endpoints."""
+    query = dict(query)
+    if "user" in query:
+        query.setdefault("initiator", query.pop("user"))
+    return query
+
+
+def _sessions(db: Database, user: User, query: dict[str, str]) -> Page:
+    query = _user_alias(query)
+    filters = parse_filters(db, user, query)
+    limit = _limit(query.get("limit"))
+    cursor = query.get("cursor") or None
+    if cursor is not None:
+        try:
+            decode_cursor(cursor)
+        except ValueError:
+            raise BadRequest("invalid cursor") from None
+    with db.connect() as conn:
+        return list_sessions(conn, filters, limit=limit, cursor=cursor)
+
+
+async def sessions(request: Request) -> JSONResponse:
+    """``GET /api/v2/aibridge/sessions``: interceptions grouped by the
+    client's session id (one without a session id is a session of its own),
+    newest first. The same filters and paging as the interceptions list
+    (``user`` may stand for ``initiator``)."""
+    user = await current_user(request)
+    if user is None:
+        return error(401, "You must be authenticated: send your token as 'Authorization: Bearer'")
+    try:
+        page = await anyio.to_thread.run_sync(
+            _sessions, request.app.state.db, user, dict(request.query_params)
+        )
+    except BadRequest as exc:
+        return error(exc.status, str(exc))
+    return JSONResponse(
+        {"count": page.count, "results": page.results, "next_cursor": page.next_cursor}
+    )
+
+
+def session_detail(db: Database, user: User, session_id: str) -> list[dict[str, Any]]:
+    """The interceptions of one session the user may see (blocking)."""
+    filters = Filters(initiator_id=None if user.is_admin else user.id)
+    with db.connect() as conn:
+        return session_interceptions(conn, filters, session_id)
+
+
+async def session(request: Request) -> JSONResponse:
+    """``GET /api/v2/aibridge/sessions/{id}``: the session's interceptions,
+    oldest first, with prompts, tool calls and results, thoughts, tokens and
+    cost. 404 when the caller has none in it."""
+    user = await current_user(request)
+    if user is None:
+        return error(401, "You must be authenticated: send your token as 'Authorization: Bearer'")
+    session_id = request.path_params["session_id"]
+    items = await anyio.to_thread.run_sync(session_detail, request.app.state.db, user, session_id)
+    if not items:
+        return error(404, f"no session {session_id!r}")
+    return JSONResponse({"id": session_id, "interceptions": items})
+
+
+SPEND_PARAMETERS = frozenset(("group_by", "from", "to", "user", "format"))
+
+
+def _bound(name: str, value: str, *, end: bool) -> str:
+    """``from``/``to`` as a stored timestamp: an RFC 3339 time, or a date
+    (``from``: its start; ``to``: the end of that day, so the day counts)."""
+    try:
+        day = date.fromisoformat(value)
+    except ValueError:
+        return _time(name, value)
+    start = datetime(day.year, day.month, day.day, tzinfo=UTC)
+    return timestamp(start + timedelta(days=1) if end else start)
+
+
+def _spend(db: Database, user: User, query: dict[str, str]) -> dict[str, Any]:
+    unknown = sorted(set(query) - SPEND_PARAMETERS)
+    if unknown:
+        raise BadRequest(f"unknown query parameter {unknown[0]!r}")
+    group_by = query.get("group_by", "user")
+    if group_by not in ("user", "model", "day"):
+        raise BadRequest("group_by must be user, model or day")
+    if query.get("format", "json") not in ("json", "csv"):
+        raise BadRequest("format must be json or csv")
+    filters = parse_filters(db, user, {"initiator": query["user"]} if query.get("user") else {})
+    after = _bound("from", query["from"], end=False) if query.get("from") else None
+    before = _bound("to", query["to"], end=True) if query.get("to") else None
+    if after is not None and before is not None and after >= before:
+        raise BadRequest("from must be before to")
+    filters = Filters(initiator_id=filters.initiator_id, started_after=after, started_before=before)
+    with db.connect() as conn:
+        rows = spend(conn, filters, cast(SpendBy, group_by))
+    total = sum(row.amount_pico for row in rows)
+    return {
+        "group_by": group_by,
+        "from": after,
+        "to": before,
+        "currency": "USD",
+        "total": format_pico(total),
+        "results": [
+            {
+                "key": row.key,
+                "amount": row.amount,
+                "interceptions": row.interceptions,
+                "unpriced_interceptions": row.unpriced,
+            }
+            for row in rows
+        ],
+    }
+
+
+def format_pico(pico: int) -> str:
+    return money(pico) or "0"
+
+
+async def spend_report(request: Request) -> Response:
+    """``GET /api/v2/aibridge/spend?group_by=user|model|day&from=&to=``:
+    USD spent, exactly, per group; ``&format=csv`` for a CSV download.
+    Non-admins see their own spend; admins everyone's, or ``user=``'s."""
+    user = await current_user(request)
+    if user is None:
+        return error(401, "You must be authenticated: send your token as 'Authorization: Bearer'")
+    query = dict(request.query_params)
+    try:
+        report = await anyio.to_thread.run_sync(_spend, request.app.state.db, user, query)
+    except BadRequest as exc:
+        return error(exc.status, str(exc))
+    if query.get("format") != "csv":
+        return JSONResponse(report)
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow([report["group_by"], "amount_usd", "interceptions", "unpriced_interceptions"])
+    for row in report["results"]:
+        writer.writerow(
+            [row["key"], row["amount"], row["interceptions"], row["unpriced_interceptions"]]
+        )
+    filename = f"aibridge-spend-by-{report['group_by']}.csv"
+    return Response(
+        out.getvalue(),
+        media_type="text/csv; charset=utf-8",
+        headers={"content-disposition": f'attachment; filename="{filename}"'},
+    )
+
+
 #: Routes to put BEFORE the bridge's ``Mount("/api/v2/aibridge", ...)``:
 #: Starlette takes the first route that matches, and the mount matches every
 #: path under its prefix.
 routes = [
     Route("/api/v2/aibridge/interceptions", interceptions, methods=["GET"]),
+    Route("/api/v2/aibridge/sessions", sessions, methods=["GET"]),
+    Route("/api/v2/aibridge/sessions/{session_id}", session, methods=["GET"]),
+    Route("/api/v2/aibridge/spend", spend_report, methods=["GET"]),
     Route("/api/v2/users/me", me, methods=["GET"]),
 ]

@@ -9,16 +9,20 @@ host does for it is here, in :func:`build_app`.
    ``/api/v2/aibridge``, after the host's own routes under that prefix.
 4. A lifespan that, on shutdown, closes the bridge (in-flight calls finish,
    their records are handed over) and then the recorder (every record
-   handed over is written).
+   handed over is written). While the host runs, it also deletes
+   interceptions older than ``Settings.retention_days``, in small batches in
+   a worker thread, off the request path (:class:`Retention`).
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import os
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 
 import anyio.to_thread
 from starlette.applications import Starlette
@@ -57,6 +61,10 @@ class Settings:
     openai_key: str = ""
     anthropic_base_url: str | None = None
     openai_base_url: str | None = None
+    #: Interceptions older than this many days are deleted (None: kept forever).
+    retention_days: int | None = 60
+    #: Seconds between two retention passes.
+    retention_interval: float = 3600.0
 
     @property
     def offline(self) -> bool:
@@ -76,6 +84,48 @@ class Settings:
         )
 
 
+class Retention:
+    """Deletes interceptions older than ``days`` from ``db``: a pass every
+    ``interval`` seconds, each in batches of ``batch`` rows (one short
+    transaction each, in a worker thread, with a pause between them so the
+    recorder's writes and the readers go first)."""
+
+    def __init__(
+        self, db: Database, days: int, interval: float, *, batch: int = 500, pause: float = 0.05
+    ) -> None:
+        self.db = db
+        self.days = days
+        self.interval = interval
+        self.batch = batch
+        self.pause = pause
+        #: Interceptions deleted so far (for tests and the log).
+        self.deleted = 0
+
+    async def run_once(self) -> int:
+        """One pass: delete everything past the retention period."""
+        cutoff = datetime.now(UTC) - timedelta(days=self.days)
+        total = 0
+        while True:
+            n = await anyio.to_thread.run_sync(self.db.delete_older_than, cutoff, self.batch)
+            total += n
+            if n < self.batch:
+                break
+            await asyncio.sleep(self.pause)
+        self.deleted += total
+        if total:
+            logger.info("retention: deleted %d interceptions older than %d days", total, self.days)
+        return total
+
+    async def run(self) -> None:
+        """Passes forever (until cancelled)."""
+        while True:
+            try:
+                await self.run_once()
+            except Exception:
+                logger.exception("retention pass failed; trying again later")
+            await asyncio.sleep(self.interval)
+
+
 @dataclass
 class Host:
     """What a running host holds (``app.state.host``)."""
@@ -87,6 +137,7 @@ class Host:
     #: The embedded fake provider, in offline mode (scriptable: ``fake.enqueue``).
     fake: FakeUpstream | None = None
     providers: list[str] = field(default_factory=list)
+    retention: Retention | None = None
 
     async def flush(self) -> None:
         """Wait until every record produced so far is in the database."""
@@ -147,13 +198,24 @@ def build_app(settings: Settings) -> Starlette:
         hooks=hooks,
     )
     host = Host(settings, db, recorder, bridge, fake, [n for n, key in keys.items() if key])
+    if settings.retention_days is not None:
+        host.retention = Retention(db, settings.retention_days, settings.retention_interval)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         interrupted = await anyio.to_thread.run_sync(db.mark_interrupted)
         if interrupted:
             logger.warning("%d interceptions of an earlier run never ended", interrupted)
+        retention = (
+            asyncio.get_running_loop().create_task(host.retention.run(), name="retention")
+            if host.retention is not None
+            else None
+        )
         yield
+        if retention is not None:
+            retention.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await retention
         # Starlette does not pass lifespan events to mounted apps: close the
         # bridge here. Then the recorder, which writes what is still queued.
         await host.aclose()

@@ -113,3 +113,56 @@ def sparkline(
         f' width="{width}" height="{height}" role="img" aria-label="{escape(label)}">'
         f"<title>{escape(label)}</title>{line(0, IN_COLOR)}{line(1, OUT_COLOR)}</svg>"
     )
+
+
+COST_COLOR = "#2f9e5b"
+
+
+def cost_chart(
+    buckets: Sequence[tuple[int, int]],
+    bucket_seconds: int,
+    *,
+    title: str,
+    width: int = 1100,
+    height: int = 200,
+) -> str:
+    """Cost per time bucket, as bars. ``buckets`` holds ``(start, amount in
+    10^-12 USD)``, oldest first; the axis is in dollars."""
+    left, right, top, bottom = 64, 12, 16, 30
+    plot_w, plot_h = width - left - right, height - top - bottom
+    # the scale in hundredths of a cent, so that small costs still get bars
+    units = [(start, math.ceil(pico / 10**8)) for start, pico in buckets]
+    peak, grid = _scale(max((u for _, u in units), default=0))
+    slot = plot_w / max(len(units), 1)
+    bar = max(slot * 0.6, 1.0)
+    parts = [
+        f'<svg class="chart cost" xmlns="http://www.w3.org/2000/svg"'
+        f' viewBox="0 0 {width} {height}" width="{width}" height="{height}" role="img"'
+        f' aria-label="{escape(title)}">',
+        f"<title>{escape(title)}</title>",
+    ]
+    for value in range(0, peak + 1, grid):
+        y = top + plot_h - plot_h * value / peak
+        parts.append(
+            f'<line x1="{left}" x2="{width - right}" y1="{y:.1f}" y2="{y:.1f}"'
+            ' stroke="#e3e6ea" stroke-width="1"/>'
+            f'<text x="{left - 6}" y="{y + 4:.1f}" text-anchor="end" font-size="11"'
+            f' fill="#667">${value / 10**4:.4f}</text>'
+        )
+    label_every = max(1, math.ceil(len(units) / 12))
+    for n, ((start, value), (_, pico)) in enumerate(zip(units, buckets, strict=True)):
+        x = left + n * slot + (slot - bar) / 2
+        h = plot_h * value / peak
+        dollars = f"${pico / 10**12:.6f}"
+        tip = escape(f"{_label(start, bucket_seconds)} UTC: {dollars}")
+        parts.append(
+            f'<rect x="{x:.1f}" y="{top + plot_h - h:.1f}" width="{bar:.1f}" height="{h:.1f}"'
+            f' fill="{COST_COLOR}"><title>{tip}</title></rect>'
+        )
+        if n % label_every == 0:
+            parts.append(
+                f'<text x="{left + n * slot + slot / 2:.1f}" y="{height - 10}" font-size="11"'
+                f' text-anchor="middle" fill="#667">{_label(start, bucket_seconds)}</text>'
+            )
+    parts.append("</svg>")
+    return "".join(parts)

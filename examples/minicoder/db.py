@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 #: The tables, in the order they are created. The ``aibridge_*`` tables have
 #: the shape of Coder's (coderd/database), plus the columns the bridge's
@@ -119,6 +119,47 @@ SCHEMA = (
     )""",
     "CREATE INDEX idx_aibridge_model_thoughts_interception"
     " ON aibridge_model_thoughts (interception_id)",
+)
+
+#: Added in schema version 2 (run on new databases and on version 1 ones):
+#: what each interception cost, and the tool results clients sent back.
+#: ``amount`` is the exact decimal as text (``NULL``: the model had no
+#: price); ``amount_pico`` the same in millionths of a millionth of the
+#: currency unit, an integer SQLite can sum exactly.
+SCHEMA_V2 = (
+    """CREATE TABLE aibridge_costs (
+        interception_id TEXT NOT NULL,
+        provider_name TEXT NOT NULL,
+        model TEXT NOT NULL,
+        amount TEXT,
+        amount_pico INTEGER,
+        currency TEXT NOT NULL DEFAULT 'USD',
+        breakdown TEXT NOT NULL DEFAULT '{}',
+        created_at TEXT NOT NULL
+    )""",
+    "CREATE INDEX idx_aibridge_costs_interception ON aibridge_costs (interception_id)",
+    """CREATE TABLE aibridge_tool_results (
+        interception_id TEXT NOT NULL,
+        tool_call_id TEXT NOT NULL,
+        is_error INTEGER NOT NULL DEFAULT 0,
+        size INTEGER NOT NULL,
+        content TEXT,
+        truncated INTEGER NOT NULL DEFAULT 0,
+        created_at TEXT NOT NULL
+    )""",
+    "CREATE INDEX idx_aibridge_tool_results_interception"
+    " ON aibridge_tool_results (interception_id)",
+    "CREATE INDEX idx_aibridge_interceptions_session ON aibridge_interceptions (client_session_id)",
+)
+
+#: The tables holding an interception's records, deleted with it.
+CHILD_TABLES = (
+    "aibridge_token_usages",
+    "aibridge_user_prompts",
+    "aibridge_tool_usages",
+    "aibridge_model_thoughts",
+    "aibridge_costs",
+    "aibridge_tool_results",
 )
 
 SESSION_LIFETIME = timedelta(days=7)
@@ -298,6 +339,32 @@ class Database:
             )
             return cursor.rowcount
 
+    def delete_older_than(self, cutoff: datetime, batch: int = 500) -> int:
+        """Delete at most ``batch`` interceptions that started before
+        ``cutoff`` (ended or not), with their records, in one short
+        transaction. Returns how many; call again until it returns 0."""
+        with self.connect() as conn:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                ids = [
+                    row[0]
+                    for row in conn.execute(
+                        "SELECT id FROM aibridge_interceptions WHERE started_at < ?"
+                        " ORDER BY started_at LIMIT ?",
+                        (timestamp(cutoff), batch),
+                    )
+                ]
+                if ids:
+                    marks = ", ".join("?" * len(ids))
+                    for table in CHILD_TABLES:
+                        conn.execute(f"DELETE FROM {table} WHERE interception_id IN ({marks})", ids)
+                    conn.execute(f"DELETE FROM aibridge_interceptions WHERE id IN ({marks})", ids)
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+        return len(ids)
+
 
 def _migrate(conn: sqlite3.Connection, path: str) -> None:
     conn.execute("BEGIN IMMEDIATE")  # one process migrates at a time
@@ -310,7 +377,11 @@ def _migrate(conn: sqlite3.Connection, path: str) -> None:
                     f"{path} holds tables this host did not create (an older version of the"
                     " example?); move it away or pass another --db"
                 )
-            for statement in SCHEMA:
+            for statement in (*SCHEMA, *SCHEMA_V2):
+                conn.execute(statement)
+            conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        elif version == 1:
+            for statement in SCHEMA_V2:
                 conn.execute(statement)
             conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         elif version > SCHEMA_VERSION:

@@ -25,6 +25,7 @@ from __future__ import annotations
 import functools
 import time
 from datetime import UTC, datetime
+from decimal import Decimal
 from html import escape
 from pathlib import Path
 from string import Template
@@ -170,9 +171,27 @@ def _status(item: dict[str, Any]) -> str:
     return f'<span class="status s-{escape(status)}"{title}>{label}</span>'
 
 
+def dollars(amount: str | Decimal | None, unpriced: int = 0) -> str:
+    """An amount for people: dollars to 1/100 of a cent (the exact value
+    in the tooltip); "no price" when nothing was priced."""
+    if amount is None:
+        return '<span class="unpriced" title="this model has no price">no price</span>'
+    exact = Decimal(amount)
+    shown = f"${exact.quantize(Decimal('0.0001'))}"
+    note = f" (+{unpriced} without a price)" if unpriced else ""
+    return f'<span class="cost" title="${exact:f} exactly{note}">{shown}</span>'
+
+
 def excerpt(text: str, size: int = 90) -> str:
     flat = " ".join(text.split())
     return flat if len(flat) <= size else flat[: size - 1] + "…"
+
+
+def _cost_cell(item: dict[str, Any]) -> str:
+    cost = item.get("cost")
+    if cost is None:
+        return "-"
+    return dollars(cost["amount"])
 
 
 def _latest_table(items: list[dict[str, Any]]) -> str:
@@ -198,15 +217,22 @@ def _latest_table(items: list[dict[str, Any]]) -> str:
             f'<td class="prompt" title="{escape(prompt[:500])}">{escape(excerpt(prompt))}</td>'
             f"<td>{escape(', '.join(tools))}</td>"
             f'<td class="num">{tokens_in:,} / {tokens_out:,}</td>'
+            f'<td class="num">{_cost_cell(item)}</td>'
             f'<td class="num">{_duration(item)}</td>'
             f"<td>{_status(item)}</td></tr>"
         )
     head = (
         "<tr><th>Started (UTC)</th><th>User</th><th>Client</th><th>Model</th><th>Prompt</th>"
-        '<th>Tools</th><th class="num">Tokens in / out</th><th class="num">Duration</th>'
-        "<th>Status</th></tr>"
+        '<th>Tools</th><th class="num">Tokens in / out</th><th class="num">Cost</th>'
+        '<th class="num">Duration</th><th>Status</th></tr>'
     )
     return f"<table><thead>{head}</thead><tbody>{''.join(rows)}</tbody></table>"
+
+
+def _entry_cost(entry: Usage) -> str:
+    if entry.cost_pico == 0 and entry.unpriced:
+        return dollars(None)
+    return dollars(entry.cost, entry.unpriced)
 
 
 def _usage_table(
@@ -222,11 +248,12 @@ def _usage_table(
             f'<tr><td class="key"><a href="{link(entry.key)}">{escape(entry.key or "?")}</a></td>'
             f'<td class="num">{entry.requests:,}</td>'
             f'<td class="num">{entry.tokens_in:,}</td>'
-            f'<td class="num">{entry.tokens_out:,}</td><td>{spark}</td></tr>'
+            f'<td class="num">{entry.tokens_out:,}</td>'
+            f'<td class="num">{_entry_cost(entry)}</td><td>{spark}</td></tr>'
         )
     head = (
         f'<tr><th>{heading}</th><th class="num">Requests</th><th class="num">Tokens in</th>'
-        '<th class="num">Tokens out</th><th>Over time</th></tr>'
+        '<th class="num">Tokens out</th><th class="num">Cost</th><th>Over time</th></tr>'
     )
     return f"<table><thead>{head}</thead><tbody>{''.join(rows)}</tbody></table>"
 
@@ -303,7 +330,12 @@ async def usage_page(request: Request) -> Response:
         ),
         totals=(
             f"{total.requests:,} requests · {total.tokens_in:,} tokens in"
-            f" · {total.tokens_out:,} tokens out"
+            f" · {total.tokens_out:,} tokens out · {dollars(total.cost, total.unpriced)}"
+        ),
+        cost_chart=charts.cost_chart(
+            [(start, total.cost_series.get(start, 0)) for start in data["buckets"]],
+            bucket,
+            title=f"Cost in USD, {range_label}, {bucket_label} buckets",
         ),
         by_user=_usage_table(
             data["by_user"],
@@ -321,6 +353,16 @@ async def usage_page(request: Request) -> Response:
         ),
         latest=_latest_table(data["latest"]),
         json_url=escape("/api/v2/aibridge/interceptions?" + urlencode(api_query)),
+        spend_url=escape(
+            "/api/v2/aibridge/spend?"
+            + urlencode(
+                {
+                    "group_by": "day",
+                    "format": "csv",
+                    **({"user": params["user"]} if params["user"] else {}),
+                }
+            )
+        ),
     )
     return render("AI usage", content, viewer)
 

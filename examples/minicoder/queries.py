@@ -18,6 +18,7 @@ import json
 import sqlite3
 from collections import defaultdict
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any, Literal
 
 #: Tokens in: every input token, whether read from or written to the cache.
@@ -60,6 +61,15 @@ class Filters:
             clauses.append("i.started_at < ?")
             params.append(self.started_before)
         return " AND ".join(clauses) or "1 = 1", params
+
+
+def money(pico: int | None) -> str | None:
+    """An amount stored in units of 10^-12 as an exact decimal string
+    (``"0.0441"``, ``"12"``), or None."""
+    if pico is None:
+        return None
+    amount = Decimal(pico).scaleb(-12).normalize()
+    return format(amount, "f")
 
 
 # -- cursors ------------------------------------------------------------------
@@ -127,7 +137,14 @@ def _children(
     conn: sqlite3.Connection, ids: list[str]
 ) -> defaultdict[str, dict[str, list[dict[str, Any]]]]:
     found: defaultdict[str, dict[str, list[dict[str, Any]]]] = defaultdict(
-        lambda: {"token_usages": [], "user_prompts": [], "tool_usages": [], "model_thoughts": []}
+        lambda: {
+            "token_usages": [],
+            "user_prompts": [],
+            "tool_usages": [],
+            "model_thoughts": [],
+            "costs": [],
+            "tool_results": [],
+        }
     )
     if not ids:
         return found
@@ -137,14 +154,24 @@ def _children(
         ("aibridge_user_prompts", "user_prompts"),
         ("aibridge_tool_usages", "tool_usages"),
         ("aibridge_model_thoughts", "model_thoughts"),
+        ("aibridge_costs", "costs"),
+        ("aibridge_tool_results", "tool_results"),
     ):
         for row in conn.execute(
             f"SELECT * FROM {table} WHERE interception_id IN ({marks}) ORDER BY created_at, rowid",
             ids,
         ):
             item = dict(row)
-            item["metadata"] = _loads(item.get("metadata"))
-            if key == "tool_usages":
+            if "metadata" in item:
+                item["metadata"] = _loads(item["metadata"])
+            if key == "costs":
+                item["breakdown"] = _loads(item["breakdown"])
+                item["priced"] = item["amount"] is not None
+                del item["amount_pico"]
+            elif key == "tool_results":
+                item["is_error"] = bool(item["is_error"])
+                item["truncated"] = bool(item["truncated"])
+            elif key == "tool_usages":
                 item["input"] = _loads(item["input"])
                 item["injected"] = bool(item["injected"])
             found[row["interception_id"]][key].append(item)
@@ -172,7 +199,22 @@ def _interception(row: sqlite3.Row, children: dict[str, list[dict[str, Any]]]) -
         "status": row["status"],  # None while in flight
         "http_status": row["http_status"],
         "error": row["error"],
+        "cost": cost_summary(children.get("costs", [])),
         **children,
+    }
+
+
+def cost_summary(costs: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """An interception's cost: its records' amounts added up (exactly);
+    ``amount`` None if any was unpriced; None if there is no cost record."""
+    if not costs:
+        return None
+    priced = all(c["amount"] is not None for c in costs)
+    total = sum((Decimal(c["amount"]) for c in costs if c["amount"] is not None), Decimal(0))
+    return {
+        "amount": format(total.normalize(), "f") if priced else None,
+        "currency": costs[0]["currency"],
+        "priced": priced,
     }
 
 
@@ -195,6 +237,17 @@ class Usage:
     tokens_out: int
     #: bucket start (Unix seconds) -> (tokens in, tokens out)
     series: dict[int, tuple[int, int]] = field(default_factory=dict)
+    #: what it cost, in 10^-12 USD (see :func:`money`), and how many of its
+    #: interceptions had no price
+    cost_pico: int = 0
+    unpriced: int = 0
+    #: bucket start -> cost in 10^-12 USD
+    cost_series: dict[int, int] = field(default_factory=dict)
+
+    @property
+    def cost(self) -> str:
+        """The cost as an exact decimal string."""
+        return money(self.cost_pico) or "0"
 
 
 def usage(
@@ -223,4 +276,166 @@ def usage(
         entry.tokens_in += row["tokens_in"]
         entry.tokens_out += row["tokens_out"]
         entry.series[row["bucket"]] = (row["tokens_in"], row["tokens_out"])
+    for row in conn.execute(
+        f"SELECT {key} AS key,"
+        " (CAST(strftime('%s', i.started_at) AS INTEGER) / ?) * ? AS bucket,"
+        " SUM(c.amount_pico) AS pico, SUM(c.amount IS NULL) AS unpriced"
+        " FROM aibridge_interceptions AS i"
+        " LEFT JOIN users AS u ON u.id = i.initiator_id"
+        " JOIN aibridge_costs AS c ON c.interception_id = i.id"
+        f" WHERE {where} AND c.currency = 'USD' GROUP BY {group}, bucket",
+        [bucket_seconds, bucket_seconds, *params],
+    ):
+        entry = totals.get(row["key"])
+        if entry is None:
+            continue
+        entry.cost_pico += row["pico"] or 0
+        entry.unpriced += row["unpriced"] or 0
+        entry.cost_series[row["bucket"]] = row["pico"] or 0
     return sorted(totals.values(), key=lambda u: (-(u.tokens_in + u.tokens_out), u.key))
+
+
+# -- sessions ---------------------------------------------------------------------
+
+#: An interception's session: the client's session id, or the interception
+#: itself when the client sent none.
+SESSION_KEY = "COALESCE(i.client_session_id, i.id)"
+
+
+def list_sessions(
+    conn: sqlite3.Connection, filters: Filters, *, limit: int, cursor: str | None = None
+) -> Page:
+    """One page of sessions (interceptions grouped by the client's session
+    id), newest first by their first interception, each with its first
+    prompt, clients, models, interception count, tokens and cost. Filters
+    pick interceptions; a session shows the ones that match."""
+    where, params = filters.where()
+    count = conn.execute(
+        f"SELECT COUNT(DISTINCT {SESSION_KEY}) FROM aibridge_interceptions AS i WHERE {where}",
+        params,
+    ).fetchone()[0]
+    having, extra = "", []
+    if cursor is not None:
+        started_at, session_id = decode_cursor(cursor)
+        having = " HAVING (MIN(i.started_at) < ? OR (MIN(i.started_at) = ? AND session_id < ?))"
+        extra = [started_at, started_at, session_id]
+    rows = conn.execute(
+        f"SELECT {SESSION_KEY} AS session_id, MIN(i.started_at) AS started_at,"
+        " MAX(COALESCE(i.ended_at, i.started_at)) AS ended_at,"
+        " SUM(i.ended_at IS NULL AND i.status IS NULL) AS in_flight,"
+        " COUNT(*) AS interceptions, MIN(i.initiator_id) AS initiator_id,"
+        " MIN(u.username) AS username"
+        " FROM aibridge_interceptions AS i LEFT JOIN users AS u ON u.id = i.initiator_id"
+        f" WHERE {where} GROUP BY session_id{having}"
+        " ORDER BY started_at DESC, session_id DESC LIMIT ?",
+        [*params, *extra, limit + 1],
+    ).fetchall()
+    more = len(rows) > limit
+    rows = rows[:limit]
+    results = [_session(conn, row, where, params) for row in rows]
+    next_cursor = encode_cursor(rows[-1]["started_at"], rows[-1]["session_id"]) if more else None
+    return Page(count, results, next_cursor)
+
+
+def _session(
+    conn: sqlite3.Connection, row: sqlite3.Row, where: str, params: list[Any]
+) -> dict[str, Any]:
+    """The summary of one session, over its interceptions matching ``where``."""
+    scope = f"{where} AND {SESSION_KEY} = ?"
+    args = [*params, row["session_id"]]
+    names = conn.execute(
+        "SELECT GROUP_CONCAT(DISTINCT i.client) AS clients,"
+        " GROUP_CONCAT(DISTINCT i.model) AS models"
+        f" FROM aibridge_interceptions AS i WHERE {scope}",
+        args,
+    ).fetchone()
+    tokens = conn.execute(
+        f"SELECT SUM({TOKENS_IN}) AS tokens_in, SUM({TOKENS_OUT}) AS tokens_out"
+        " FROM aibridge_interceptions AS i"
+        f" JOIN aibridge_token_usages AS t ON t.interception_id = i.id WHERE {scope}",
+        args,
+    ).fetchone()
+    cost = conn.execute(
+        "SELECT SUM(c.amount_pico) AS pico, SUM(c.amount IS NULL) AS unpriced"
+        " FROM aibridge_interceptions AS i"
+        f" JOIN aibridge_costs AS c ON c.interception_id = i.id WHERE {scope}",
+        args,
+    ).fetchone()
+    prompt = conn.execute(
+        "SELECT p.prompt FROM aibridge_interceptions AS i"
+        f" JOIN aibridge_user_prompts AS p ON p.interception_id = i.id WHERE {scope}"
+        " ORDER BY i.started_at, p.created_at LIMIT 1",
+        args,
+    ).fetchone()
+    return {
+        "id": row["session_id"],
+        "initiator": {"id": row["initiator_id"], "username": row["username"]},
+        "first_prompt": prompt["prompt"] if prompt else None,
+        "clients": sorted((names["clients"] or "").split(",")) if names["clients"] else [],
+        "models": sorted((names["models"] or "").split(",")) if names["models"] else [],
+        "interceptions": row["interceptions"],
+        "in_flight": bool(row["in_flight"]),
+        "tokens_in": tokens["tokens_in"] or 0,
+        "tokens_out": tokens["tokens_out"] or 0,
+        "cost": money(cost["pico"] or 0),
+        "unpriced_interceptions": cost["unpriced"] or 0,
+        "started_at": row["started_at"],
+        "ended_at": row["ended_at"],
+    }
+
+
+def session_interceptions(
+    conn: sqlite3.Connection, filters: Filters, session_id: str
+) -> list[dict[str, Any]]:
+    """Every interception of one session (oldest first) that ``filters``
+    let through, with its records nested."""
+    where, params = filters.where()
+    rows = conn.execute(
+        "SELECT i.*, u.username FROM aibridge_interceptions AS i"
+        f" LEFT JOIN users AS u ON u.id = i.initiator_id WHERE {where}"
+        " AND (i.client_session_id = ? OR (i.client_session_id IS NULL AND i.id = ?))"
+        " ORDER BY i.started_at, i.id",
+        [*params, session_id, session_id],
+    ).fetchall()
+    children = _children(conn, [row["id"] for row in rows])
+    return [_interception(row, children[row["id"]]) for row in rows]
+
+
+# -- spend ---------------------------------------------------------------------------
+
+SpendBy = Literal["user", "model", "day"]
+
+_SPEND_GROUPS: dict[SpendBy, str] = {
+    "user": "COALESCE(u.username, i.initiator_id)",
+    "model": "i.model",
+    "day": "substr(i.started_at, 1, 10)",
+}
+
+
+@dataclass
+class Spend:
+    key: str
+    amount_pico: int
+    interceptions: int
+    unpriced: int
+
+    @property
+    def amount(self) -> str:
+        return money(self.amount_pico) or "0"
+
+
+def spend(conn: sqlite3.Connection, filters: Filters, by: SpendBy) -> list[Spend]:
+    """USD spent per user, model or day (UTC) of the interceptions'
+    start, exactly: interceptions without a cost record are not counted,
+    unpriced ones are counted in ``unpriced``. Ordered by key."""
+    where, params = filters.where()
+    key = _SPEND_GROUPS[by]
+    rows = conn.execute(
+        f"SELECT {key} AS key, SUM(c.amount_pico) AS pico,"
+        " COUNT(DISTINCT i.id) AS interceptions, SUM(c.amount IS NULL) AS unpriced"
+        " FROM aibridge_interceptions AS i LEFT JOIN users AS u ON u.id = i.initiator_id"
+        " JOIN aibridge_costs AS c ON c.interception_id = i.id"
+        f" WHERE {where} AND c.currency = 'USD' GROUP BY key ORDER BY key",
+        params,
+    ).fetchall()
+    return [Spend(r["key"], r["pico"] or 0, r["interceptions"], r["unpriced"] or 0) for r in rows]

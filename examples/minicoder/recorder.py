@@ -24,17 +24,20 @@ import sqlite3
 import threading
 import uuid
 from collections import deque
+from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Any
 
 import anyio.to_thread
 
 from aibridge_asgi import (
+    Cost,
     InterceptionEnded,
     InterceptionStarted,
     ModelThought,
     PromptUsage,
     Record,
     TokenUsage,
+    ToolResult,
     ToolUsage,
 )
 
@@ -140,7 +143,43 @@ def statement(record: Record) -> tuple[str, tuple[Any, ...]]:
                 timestamp(record.created_at),
             ),
         )
+    if isinstance(record, Cost):
+        amount = record.amount
+        return (
+            "INSERT INTO aibridge_costs (interception_id, provider_name, model, amount,"
+            " amount_pico, currency, breakdown, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                record.interception_id,
+                record.provider_name,
+                record.model,
+                None if amount is None else format(amount, "f"),
+                None if amount is None else pico(amount),
+                record.currency,
+                _json({kind: format(share, "f") for kind, share in record.breakdown.items()}),
+                timestamp(record.created_at),
+            ),
+        )
+    if isinstance(record, ToolResult):
+        return (
+            "INSERT INTO aibridge_tool_results (interception_id, tool_call_id, is_error, size,"
+            " content, truncated, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (
+                record.interception_id,
+                record.tool_call_id,
+                int(record.is_error),
+                record.size,
+                record.content,
+                int(record.truncated),
+                timestamp(record.created_at),
+            ),
+        )
     raise TypeError(f"not a record: {record!r}")
+
+
+def pico(amount: Decimal) -> int:
+    """``amount`` in units of 10^-12, for exact sums in SQL (prices have at
+    most six decimals per million tokens, so this is exact for them)."""
+    return int(amount.scaleb(12).to_integral_value(ROUND_HALF_EVEN))
 
 
 class SQLiteRecorder:
