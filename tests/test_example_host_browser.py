@@ -121,7 +121,7 @@ def test_usage_page_in_chromium(
     rows = re.findall(r"<tr data-interception=\"[^\"]+\">(.*?)</tr>", latest, re.S)
     assert len(rows) == 3
     cells = [re.findall(r"<td[^>]*>(.*?)</td>", row, re.S) for row in rows]
-    # newest first: started, user, client, model, prompt, tools, tokens, duration, status
+    # newest first: started, user, client, model, prompt, tools, tokens, cost, duration, status
     assert [c[1:4] for c in cells] == [
         ["bob", "Codex", "gpt-5-codex"],
         ["alice", "Claude Code", "claude-haiku-4-5"],
@@ -132,7 +132,8 @@ def test_usage_page_in_chromium(
     assert cells[2][4].startswith("Refactor the payment module so that retries use exponential")
     assert cells[2][4].endswith("…") and len(cells[2][4]) == 90
     assert (cells[2][5], cells[2][6]) == ("Read", "4,900 / 150")
-    assert all("completed" in c[8] for c in cells)
+    assert all("$0.0" in c[7] for c in cells)  # every model here has a price
+    assert all("completed" in c[9] for c in cells)
     assert "<script>" not in dom  # the prompt was escaped, not run
     by_user = dom[dom.index('id="by-user"') : dom.index('id="by-model"')]
     assert "alice" in by_user and "bob" in by_user

@@ -5,11 +5,15 @@ usage page's cost columns, and retention."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import csv
 import importlib
 import io
+import re
 import sqlite3
-from collections.abc import Callable
+import struct
+import zlib
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -424,3 +428,115 @@ def test_a_version_1_database_gains_the_new_tables(tmp_path: Path) -> None:
         assert conn.execute("PRAGMA user_version").fetchone()[0] == 2
         tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
         assert {"aibridge_costs", "aibridge_tool_results"} <= tables
+
+
+# -- the pages, over HTTP and in Chromium ----------------------------------------
+
+
+@contextlib.contextmanager
+def signed_in(money: Money, token: str) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=money.host.url) as browser:
+        r = browser.post("/login", data={"token": token, "next": "/usage"})
+        assert r.status_code == 303
+        yield browser
+
+
+def test_sessions_pages_over_http(money: Money) -> None:
+    a = money.amounts
+    with signed_in(money, money.alice) as browser:
+        page = browser.get("/sessions").text
+        rows = re.findall(r'<tr data-session="([^"]+)">(.*?)</tr>', page, re.S)
+        assert [session for session, _ in rows] == [
+            money.ids["unpriced"],
+            money.ids["chat"],
+            SESSION,
+        ]
+        claude = dict(rows)[SESSION]
+        assert "Fix a.py" in claude and "claude-sonnet-4-5" in claude
+        assert f"${(a['first'] + a['second']).quantize(D('0.0001'))}" in claude
+        assert "no price" in dict(rows)[money.ids["unpriced"]]
+        assert "bob" not in page
+        detail = browser.get(f"/sessions/{SESSION}")
+        assert detail.status_code == 200
+        text = detail.text
+        assert text.count('class="card interception"') == 2
+        assert "Fix a.py" in text and "toolu_1" in text and "<code>Read</code>" in text
+        assert f"${(a['first'] + a['second']).quantize(D('0.0001'))}" in text
+        assert "cache read $0.0015" in text  # the breakdown of the first interception
+        assert browser.get("/sessions/bob-session").status_code == 404
+        assert "default-src 'none'" in detail.headers["content-security-policy"]
+    with signed_in(money, money.admin) as browser:
+        assert "bob-session" in browser.get("/sessions").text
+        only_bob = browser.get("/sessions", params={"user": "bob"}).text
+        assert re.findall(r'<tr data-session="([^"]+)">', only_bob) == ["bob-session"]
+    assert httpx.get(money.host.url + "/sessions").status_code == 303  # sign in first
+
+
+def green_pixels(path: Path, rgb: tuple[int, int, int]) -> int:
+    """How many pixels of a PNG screenshot have exactly this colour."""
+    data = path.read_bytes()
+    width, height = struct.unpack(">II", data[16:24])
+    depth, color = data[24], data[25]
+    assert depth == 8 and color in (2, 6), (depth, color)
+    channels = 3 if color == 2 else 4
+    chunks, pos = [], 8
+    while pos < len(data):
+        (length,) = struct.unpack(">I", data[pos : pos + 4])
+        kind = data[pos + 4 : pos + 8]
+        if kind == b"IDAT":
+            chunks.append(data[pos + 8 : pos + 8 + length])
+        pos += 12 + length
+    raw = zlib.decompress(b"".join(chunks))
+    stride = width * channels
+    previous = bytearray(stride)
+    found = 0
+    for y in range(height):
+        line = raw[y * (stride + 1) : (y + 1) * (stride + 1)]
+        kind, row = line[0], bytearray(line[1:])
+        for x in range(stride):
+            left = row[x - channels] if x >= channels else 0
+            up = previous[x]
+            corner = previous[x - channels] if x >= channels else 0
+            if kind == 1:
+                row[x] = (row[x] + left) & 0xFF
+            elif kind == 2:
+                row[x] = (row[x] + up) & 0xFF
+            elif kind == 3:
+                row[x] = (row[x] + (left + up) // 2) & 0xFF
+            elif kind == 4:
+                p = left + up - corner
+                pa, pb, pc = abs(p - left), abs(p - up), abs(p - corner)
+                pred = left if pa <= pb and pa <= pc else (up if pb <= pc else corner)
+                row[x] = (row[x] + pred) & 0xFF
+        for x in range(0, stride, channels):
+            found += tuple(row[x : x + 3]) == rgb
+        previous = row
+    return found
+
+
+def test_cost_pages_in_chromium(money: Money, tmp_path: Path) -> None:
+    from .test_example_host_browser import chromium
+
+    a = money.amounts
+    total = sum(a.values(), D(0))
+    login = f"{money.host.url}/login?token={money.admin}"
+    dom = chromium(login, tmp_path / "p1")
+    assert f"${total.quantize(D('0.0001'))}" in dom  # the total
+    by_user = dom[dom.index('id="by-user"') : dom.index('id="by-model"')]
+    assert f"${(a['first'] + a['second'] + a['chat']).quantize(D('0.0001'))}" in by_user
+    latest = dom[dom.index('id="latest"') :]
+    assert latest.count('class="cost"') == 4 and "no price" in latest
+    assert '<svg class="chart cost"' in dom
+
+    # The screenshot shows the cost bars (drawn in the cost colour).
+    shot = tmp_path / "usage.png"
+    chromium(login, tmp_path / "p2", screenshot=shot)
+    assert green_pixels(shot, (0x2F, 0x9E, 0x5B)) > 50
+
+    dom = chromium(f"{login}&next=/sessions", tmp_path / "p3")
+    assert "<h1>Sessions" in dom
+    assert len(re.findall(r'<tr data-session="', dom)) == 4
+    assert f"${(a['first'] + a['second']).quantize(D('0.0001'))}" in dom
+    dom = chromium(f"{login}&next=/sessions/{SESSION}", tmp_path / "p4")
+    assert dom.count('class="card interception"') == 2
+    assert "toolu_1" in dom

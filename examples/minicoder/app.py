@@ -32,7 +32,7 @@ from starlette.types import ASGIApp
 from aibridge_asgi import Bridge, BridgeHooks, create_bridge
 from aibridge_asgi.testing import ANTHROPIC_KEY, OPENAI_KEY, FakeUpstream
 
-from . import api, pages
+from . import api, pages, session_pages
 from .auth import make_resolver
 from .db import Database
 from .recorder import SQLiteRecorder
@@ -220,7 +220,11 @@ def build_app(settings: Settings) -> Starlette:
         # bridge here. Then the recorder, which writes what is still queued.
         await host.aclose()
 
-    routes: list[BaseRoute] = [*pages.routes, *api.routes]  # before the bridge's mount
+    routes: list[BaseRoute] = [
+        *pages.routes,
+        *session_pages.routes,
+        *api.routes,
+    ]  # before the bridge's mount
     if metrics_app is not None:
         routes.append(Mount("/metrics", app=metrics_app))
     if fake is not None:
