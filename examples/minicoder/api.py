@@ -23,6 +23,16 @@ where ``count`` counts every matching interception (all pages). An
 interception whose end has not been recorded yet has ``"in_flight": true``
 and ``"status": null``.
 
+Each interception also carries ``costs`` (its Cost records), ``cost`` (their
+sum as an exact decimal string, ``amount: null`` when unpriced) and
+``tool_results``.
+
+``GET /api/v2/aibridge/sessions`` groups interceptions by the client's
+session id (the same filters, ``user`` for ``initiator``, and paging);
+``GET /api/v2/aibridge/sessions/{id}`` lists one session's interceptions;
+``GET /api/v2/aibridge/spend?group_by=user|model|day&from=&to=`` sums what
+was spent, as JSON or (``&format=csv``) CSV. See docs/embedding.md.
+
 Authentication: the same tokens as the bridge (``Authorization: Bearer``,
 ``X-Api-Key`` or ``Coder-Session-Token``), or the usage page's session
 cookie.

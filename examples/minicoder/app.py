@@ -20,7 +20,7 @@ import asyncio
 import contextlib
 import logging
 import os
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
@@ -150,6 +150,30 @@ class Host:
         await self.recorder.aclose()
 
 
+Lifespan = Callable[[Starlette], contextlib.AbstractAsyncContextManager[None]]
+
+
+def with_retention(lifespan: Lifespan, host: Host) -> Lifespan:
+    """``lifespan``, with the host's retention passes running in the
+    background while the app serves (stopped before the rest shuts down)."""
+
+    @contextlib.asynccontextmanager
+    async def wrapped(app: Starlette) -> AsyncIterator[None]:
+        async with lifespan(app):
+            task = None
+            if host.retention is not None:
+                task = asyncio.get_running_loop().create_task(host.retention.run())
+            try:
+                yield
+            finally:
+                if task is not None:
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
+
+    return wrapped
+
+
 def build_app(settings: Settings) -> Starlette:
     """The host as an ASGI app. Its lifespan must run (any ASGI server runs
     it; ``ServerThread`` needs ``lifespan="on"``) so that nothing is lost
@@ -206,31 +230,19 @@ def build_app(settings: Settings) -> Starlette:
         interrupted = await anyio.to_thread.run_sync(db.mark_interrupted)
         if interrupted:
             logger.warning("%d interceptions of an earlier run never ended", interrupted)
-        retention = (
-            asyncio.get_running_loop().create_task(host.retention.run(), name="retention")
-            if host.retention is not None
-            else None
-        )
         yield
-        if retention is not None:
-            retention.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await retention
         # Starlette does not pass lifespan events to mounted apps: close the
         # bridge here. Then the recorder, which writes what is still queued.
         await host.aclose()
 
-    routes: list[BaseRoute] = [
-        *pages.routes,
-        *session_pages.routes,
-        *api.routes,
-    ]  # before the bridge's mount
+    # The host's own routes go before the bridge's mount.
+    routes: list[BaseRoute] = [*pages.routes, *session_pages.routes, *api.routes]
     if metrics_app is not None:
         routes.append(Mount("/metrics", app=metrics_app))
     if fake is not None:
         routes.append(Mount(FAKE_PREFIX, app=fake))
     routes.append(Mount(BRIDGE_PREFIX, app=bridge))
-    app = Starlette(routes=routes, lifespan=lifespan)
+    app = Starlette(routes=routes, lifespan=with_retention(lifespan, host))
     app.state.host = host
     app.state.db = db
     app.state.bridge_prefix = BRIDGE_PREFIX  # for the snippets of the connect page

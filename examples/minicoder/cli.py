@@ -12,6 +12,7 @@ current directory. ``create-user`` prints the new token alone on stdout
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import os
 import socket
@@ -96,6 +97,9 @@ def serve(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s:     %(name)s: %(message)s")
     sock, url = _listen(args.host, args.port)
     settings = Settings.from_env(db_path=args.db, url=url)
+    if args.retention_days is not None:
+        days = args.retention_days
+        settings = dataclasses.replace(settings, retention_days=days if days > 0 else None)
     app = build_app(settings)
     host = app.state.host
     demo = host.db.create_user("demo", admin=True)
@@ -146,6 +150,12 @@ def main(argv: list[str] | None = None) -> int:
         type=float,
         default=10.0,
         help="seconds running calls get to finish on shutdown (default 10)",
+    )
+    run.add_argument(
+        "--retention-days",
+        type=int,
+        default=None,
+        help="delete interceptions older than this many days (default 60; 0 keeps them)",
     )
     run.set_defaults(handler=serve)
     create = sub.add_parser("create-user", help="create a user; print a new token")
