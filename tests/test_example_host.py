@@ -690,7 +690,9 @@ def test_restart_keeps_everything(
         conn.execute(
             "INSERT INTO aibridge_interceptions (id, initiator_id, provider, provider_name,"
             " model, route, streaming, started_at) VALUES ('lost', 'x', 'openai', 'openai',"
-            " 'gpt-5', '/responses', 1, '2020-01-01T00:00:00.000000Z')"
+            " 'gpt-5', '/responses', 1, ?)",
+            # within the retention period (older ones are deleted at startup)
+            ((datetime.now(UTC) - timedelta(days=1)).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),),
         )
 
     second = start_host(db_path)

@@ -179,7 +179,7 @@ def test_claude_code_and_codex_through_the_example_host(
     ):
         cells = re.findall(r"<td[^>]*>(.*?)</td>", rows[item["id"]], re.S)
         assert cells[1:5] == ["erin", client, item["model"], prompt]
-        assert "completed" in cells[8]
+        assert "completed" in cells[9]
     shot = tmp_path / "usage.png"
     chromium(login, tmp_path / "profile-shot", screenshot=shot)
     assert png_size(shot) == (1280, 1600)
