@@ -26,7 +26,7 @@ from ._asgi import ClientGone, Runtime, send_error
 from .auth import HOST_CREDENTIALS, extract_token
 from .breaker import CircuitBreakerConfig, CircuitBreakers
 from .config import DEFAULT_MAX_BODY_SIZE, ProviderConfig, RetryPolicy, Timeouts
-from .errors import BridgeError, error_body
+from .errors import BridgeError
 from .hooks import BridgeHooks
 from .hooks import call as call_hooks
 from .interception import intercept
@@ -36,6 +36,7 @@ from .pricing import Costing, PriceBook, default_prices
 from .records import Actor, Record, Recorder, RecordQueue
 from .routing import match_route, route_path
 from .upstream import AiohttpUpstream, HttpxUpstream, Upstream
+from .websocket import WebSocketSessions
 
 __all__ = ["Bridge", "TokenResolver", "create_bridge"]
 
@@ -78,6 +79,8 @@ class Bridge:
         self._cancelled_by_close = False
         self._idle: asyncio.Event | None = None
         self._closing = False
+        #: Responses over WebSocket (see :mod:`aibridge_asgi.websocket`).
+        self.websockets = WebSocketSessions(self)
 
     # -- ASGI ---------------------------------------------------------------
 
@@ -86,7 +89,7 @@ class Bridge:
         if kind == "http":
             await self._http(scope, receive, send)
         elif kind == "websocket":
-            await self._refuse_websocket(scope, receive, send)
+            await self.websockets(scope, receive, send)
         elif kind == "lifespan":
             await self._lifespan(receive, send)
 
@@ -180,26 +183,6 @@ class Bridge:
             raise TypeError(f"resolve_token returned {type(result).__name__}, not Actor or None")
         return result
 
-    async def _refuse_websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """Refuse WebSocket upgrades (Codex tries one on /responses, then
-        falls back to plain HTTP when it gets an HTTP error)."""
-        await receive()  # websocket.connect
-        if "websocket.http.response" in scope.get("extensions", {}):
-            body = error_body("openai", 426, "WebSocket is not supported here; use HTTP")
-            await send(
-                {
-                    "type": "websocket.http.response.start",
-                    "status": 426,
-                    "headers": [
-                        (b"content-type", b"application/json"),
-                        (b"content-length", str(len(body)).encode()),
-                    ],
-                }
-            )
-            await send({"type": "websocket.http.response.body", "body": body})
-        else:
-            await send({"type": "websocket.close", "code": 1008})
-
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:
             message = await receive()
@@ -230,6 +213,7 @@ class Bridge:
         waited for.
         """
         self._closing = True
+        self.websockets.shutdown()
         if self._in_flight:
             self._idle = asyncio.Event()
             try:
@@ -242,6 +226,7 @@ class Bridge:
                     await self._idle.wait()
         await self._rt.records.aclose()
         await self._rt.upstream.aclose()
+        await self.websockets.aclose()
 
     async def __aenter__(self) -> Bridge:
         return self

@@ -2,7 +2,9 @@
 
 * :class:`FakeUpstream`: a scriptable ASGI fake of the Anthropic and OpenAI
   APIs (streamed and not), usable in-process through
-  ``httpx.ASGITransport`` or on a loopback port with :class:`ServerThread`.
+  ``httpx.ASGITransport`` or on a loopback port with :class:`ServerThread`;
+  on a port it also serves the Responses API over WebSocket
+  (:attr:`FakeUpstream.websockets` keeps each socket it was asked to open).
 * :class:`InMemoryRecorder`: keeps every record in a list.
 * :mod:`aibridge_asgi.testing.streams`: builders of realistic answers.
 """
@@ -10,7 +12,14 @@
 from __future__ import annotations
 
 from . import streams
-from .fake_upstream import ANTHROPIC_KEY, OPENAI_KEY, FakeResponse, FakeUpstream, ReceivedRequest
+from .fake_upstream import (
+    ANTHROPIC_KEY,
+    OPENAI_KEY,
+    FakeResponse,
+    FakeUpstream,
+    ReceivedRequest,
+    ReceivedWebSocket,
+)
 from .recorder import InMemoryRecorder
 from .server import ServerThread
 
@@ -21,6 +30,7 @@ __all__ = [
     "FakeUpstream",
     "InMemoryRecorder",
     "ReceivedRequest",
+    "ReceivedWebSocket",
     "ServerThread",
     "streams",
 ]

@@ -13,6 +13,7 @@ Every request it received is kept in :attr:`FakeUpstream.requests`.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 from collections import deque
@@ -24,6 +25,7 @@ import anyio
 from starlette.types import Message, Receive, Scope, Send
 
 from .streams import (
+    Usage,
     anthropic_events,
     anthropic_message,
     chat_completion,
@@ -32,7 +34,7 @@ from .streams import (
     response_object,
 )
 
-__all__ = ["FakeResponse", "FakeUpstream", "ReceivedRequest"]
+__all__ = ["FakeResponse", "FakeUpstream", "ReceivedRequest", "ReceivedWebSocket"]
 
 ANTHROPIC_KEY = "sk-ant-fake-upstream-key"
 OPENAI_KEY = "sk-fake-upstream-key"
@@ -61,6 +63,38 @@ class ReceivedRequest:
     def json(self) -> Any:
         """The body parsed as JSON."""
         return json.loads(self.body)
+
+
+@dataclass
+class ReceivedWebSocket:
+    """One WebSocket the fake upstream was asked to open: its handshake, the
+    messages it received (text as ``str``, binary as ``bytes``) and how the
+    other side closed it."""
+
+    path: str
+    query: str
+    headers: list[tuple[str, str]]
+    messages: list[str | bytes] = field(default_factory=list)
+    close_code: int | None = None
+    close_reason: str = ""
+    #: True when the other side left while an answer was still running.
+    abandoned: bool = False
+
+    def header(self, name: str) -> str | None:
+        """The first value of header ``name`` (case-insensitive), or None."""
+        name = name.lower()
+        return next((v for k, v in self.headers if k == name), None)
+
+    def creates(self) -> list[dict[str, Any]]:
+        """The ``response.create`` messages received, parsed."""
+        out: list[dict[str, Any]] = []
+        for message in self.messages:
+            if isinstance(message, str):
+                with contextlib.suppress(ValueError):
+                    data = json.loads(message)
+                    if isinstance(data, dict) and data.get("type") == "response.create":
+                        out.append(data)
+        return out
 
 
 @dataclass
@@ -123,6 +157,11 @@ class FakeUpstream:
     requests: list[ReceivedRequest] = field(default_factory=list)
     #: Paths of responses the client abandoned before their end.
     abandoned: list[str] = field(default_factory=list)
+    #: Every WebSocket opened on ``/v1/responses`` (Responses over WebSocket).
+    websockets: list[ReceivedWebSocket] = field(default_factory=list)
+    #: When set, every WebSocket handshake is refused with this HTTP status
+    #: (a provider that does not speak WebSocket).
+    websocket_status: int | None = None
     _script: deque[_Script] = field(default_factory=deque)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -154,6 +193,9 @@ class FakeUpstream:
             while (await receive())["type"] != "lifespan.shutdown":
                 await send({"type": "lifespan.startup.complete"})
             await send({"type": "lifespan.shutdown.complete"})
+            return
+        if scope["type"] == "websocket":
+            await self._websocket(scope, receive, send)
             return
         if scope["type"] != "http":
             return
@@ -224,6 +266,74 @@ class FakeUpstream:
             # connection: what a cut upstream looks like to the bridge.
             return
 
+    # -- Responses over WebSocket ----------------------------------------------
+
+    async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await receive()  # websocket.connect
+        path: str = scope["path"]
+        root_path: str = scope.get("root_path", "")
+        if root_path and path.startswith(root_path):
+            path = path[len(root_path) :] or "/"
+        socket = ReceivedWebSocket(
+            path=path,
+            query=scope["query_string"].decode("latin-1"),
+            headers=[
+                (k.decode("latin-1").lower(), v.decode("latin-1")) for k, v in scope["headers"]
+            ],
+        )
+        self.websockets.append(socket)
+        if self.websocket_status is not None or path != "/v1/responses":
+            status = self.websocket_status or 404
+            await _deny(scope, send, status, "WebSocket is not available here")
+            return
+        if socket.header("authorization") != f"Bearer {self.openai_key}":
+            await _deny(scope, send, 401, "Incorrect API key provided.")
+            return
+        await send({"type": "websocket.accept"})
+        while True:
+            message = await receive()
+            if message["type"] == "websocket.disconnect":
+                socket.close_code = message.get("code", 1005)
+                socket.close_reason = message.get("reason") or ""
+                return
+            text = message.get("text")
+            if text is None:
+                socket.messages.append(message.get("bytes") or b"")
+                continue
+            socket.messages.append(text)
+            if not await self._ws_turn(socket, text, receive, send):
+                return
+
+    async def _ws_turn(
+        self, socket: ReceivedWebSocket, text: str, receive: Receive, send: Send
+    ) -> bool:
+        """Answer one client message; False once the socket is closed."""
+        try:
+            body = json.loads(text)
+        except ValueError:
+            body = None
+        if not isinstance(body, Mapping) or body.get("type") != "response.create":
+            error = {"type": "invalid_request_error", "code": "invalid_event", "message": "?"}
+            frames = [json.dumps({"type": "error", "status": 400, "error": error})]
+            return await _send_frames(socket, FakeResponse(), frames, receive, send)
+        model = str(body.get("model", "fake-model"))
+        if body.get("generate") is False:  # a warm-up: an empty response, no script used
+            warm_id = f"resp_warm{len(self.websockets)}"
+            events = response_events("", model=model, response_id=warm_id, usage=Usage(0, 0))
+            warm = [e for e in _ws_frames(events) if '"response.output' not in e]
+            return await _send_frames(socket, FakeResponse(), warm, receive, send)
+        request = ReceivedRequest(
+            method="POST",
+            path=socket.path,
+            query=socket.query,
+            headers=socket.headers,
+            body=text.encode(),
+        )
+        answer = self._scripted(request) or FakeResponse.sse(
+            response_events(self.reply, model=model)
+        )
+        return await _send_frames(socket, answer, _answer_frames(answer), receive, send)
+
     # -- default answers -----------------------------------------------------
 
     def _default(self, request: ReceivedRequest) -> FakeResponse:
@@ -274,6 +384,77 @@ class FakeUpstream:
                 return FakeResponse.sse(response_events(self.reply, model=model))
             return FakeResponse.json(response_object(self.reply, model=model))
         return _openai_error(404, "unknown_url", f"Unknown request URL: POST {path}")
+
+
+def _ws_frames(events: Sequence[bytes]) -> list[str]:
+    """The WebSocket text frames of an SSE answer: each event's data."""
+    frames: list[str] = []
+    for event in events:
+        for line in event.decode().splitlines():
+            if line.startswith("data:"):
+                frames.append(line[5:].strip())
+    return frames
+
+
+def _answer_frames(answer: FakeResponse) -> list[str]:
+    """A scripted HTTP answer as WebSocket frames: SSE events one per frame;
+    an error body as an ``error`` event; a JSON response as its terminal event."""
+    if answer.content_type == "text/event-stream":
+        return _ws_frames(answer.chunks)
+    body = b"".join(answer.chunks)
+    try:
+        data = json.loads(body)
+    except ValueError:
+        data = None
+    if answer.status >= 400:
+        error = data.get("error") if isinstance(data, dict) else None
+        event = {"type": "error", "status": answer.status, "error": error}
+        return [json.dumps(event)]
+    return [json.dumps({"type": "response.completed", "response": data})]
+
+
+async def _send_frames(
+    socket: ReceivedWebSocket,
+    answer: FakeResponse,
+    frames: Sequence[str],
+    receive: Receive,
+    send: Send,
+) -> bool:
+    """Send ``frames`` as ``answer`` says (delays, hang, cut); False once the
+    socket is closed."""
+    if answer.delay:
+        await anyio.sleep(answer.delay)
+    for n, frame in enumerate(frames):
+        if n and answer.chunk_delay:
+            await anyio.sleep(answer.chunk_delay)
+        await send({"type": "websocket.send", "text": frame})
+    if answer.hang:
+        with anyio.move_on_after(answer.hang):
+            message = await receive()
+            if message["type"] == "websocket.disconnect":
+                socket.close_code = message.get("code", 1005)
+                socket.abandoned = True
+                return False
+    if answer.cut:
+        await send({"type": "websocket.close", "code": 1011, "reason": "fake upstream cut"})
+        return False
+    return True
+
+
+async def _deny(scope: Scope, send: Send, status: int, message: str) -> None:
+    """Refuse a WebSocket handshake with an HTTP status (or a close)."""
+    if "websocket.http.response" in scope.get("extensions", {}):
+        body = json.dumps({"error": {"message": message, "type": "invalid_request_error"}})
+        await send(
+            {
+                "type": "websocket.http.response.start",
+                "status": status,
+                "headers": [(b"content-type", b"application/json")],
+            }
+        )
+        await send({"type": "websocket.http.response.body", "body": body.encode()})
+    else:
+        await send({"type": "websocket.close", "code": 1008})
 
 
 def _model(model_id: str) -> dict[str, Any]:
