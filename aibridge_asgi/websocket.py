@@ -482,7 +482,8 @@ class _Session:
                 await self._close_upstream(_UNSENDABLE.get(code, code), reason)
             else:
                 if first is down:
-                    self._end_all("failed", reason or f"upstream closed the connection ({code})")
+                    detail = f"{code}: {reason}" if reason else str(code)
+                    self._end_all("failed", f"upstream closed the socket mid-response ({detail})")
                 else:
                     self._end_all("failed", reason)
                 await self._close_upstream(code, reason)

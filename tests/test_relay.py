@@ -691,10 +691,12 @@ def test_responses_background_is_refused_with_501_in_openai_shape(
     assert (end.status, end.http_status) == ("failed", 501)
 
 
-def test_websocket_upgrade_on_responses_gets_a_plain_http_error(running: Running) -> None:
+def test_websocket_upgrade_outside_responses_gets_a_plain_http_error(running: Running) -> None:
+    """Only /v1/responses speaks WebSocket (tests/test_websocket.py); other
+    bridged paths answer the upgrade with HTTP 426."""
     port = running.server.port
     request = (
-        f"GET /openai/v1/responses HTTP/1.1\r\n"
+        f"GET /openai/v1/chat/completions HTTP/1.1\r\n"
         f"Host: 127.0.0.1:{port}\r\n"
         "Upgrade: websocket\r\n"
         "Connection: Upgrade\r\n"
@@ -714,6 +716,4 @@ def test_websocket_upgrade_on_responses_gets_a_plain_http_error(running: Running
     status_line = data.split(b"\r\n", 1)[0]
     match = re.match(rb"HTTP/1\.1 (\d{3}) ", status_line)
     assert match, status_line
-    status = int(match.group(1))
-    assert status != 101
-    assert 400 <= status < 500, status_line
+    assert int(match.group(1)) == 426, status_line

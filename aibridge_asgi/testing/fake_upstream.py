@@ -162,6 +162,8 @@ class FakeUpstream:
     #: When set, every WebSocket handshake is refused with this HTTP status
     #: (a provider that does not speak WebSocket).
     websocket_status: int | None = None
+    #: Tokens a warm-up (``"generate": false``) reports (none by default).
+    warmup_usage: Usage = field(default_factory=lambda: Usage(0, 0))
     _script: deque[_Script] = field(default_factory=deque)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -317,9 +319,10 @@ class FakeUpstream:
             frames = [json.dumps({"type": "error", "status": 400, "error": error})]
             return await _send_frames(socket, FakeResponse(), frames, receive, send)
         model = str(body.get("model", "fake-model"))
-        if body.get("generate") is False:  # a warm-up: an empty response, no script used
+        if body.get("generate") is False:  # a warm-up: an empty response, not scripted
             warm_id = f"resp_warm{len(self.websockets)}"
-            events = response_events("", model=model, response_id=warm_id, usage=Usage(0, 0))
+            usage = self.warmup_usage
+            events = response_events("", model=model, response_id=warm_id, usage=usage)
             warm = [e for e in _ws_frames(events) if '"response.output' not in e]
             return await _send_frames(socket, FakeResponse(), warm, receive, send)
         request = ReceivedRequest(
