@@ -1,6 +1,6 @@
 """``python -m aibridge_asgi``: the client configuration kit on the command line.
 
-- ``configure CLIENT --base-url URL [--token T] [--api A] [--write [--force]]``
+- ``configure CLIENT --base-url URL [--token T] [--api A] [--websocket] [--write [--force]]``
   prints a client's configuration for the bridge at ``URL`` (the mount URL,
   e.g. ``https://host/api/v2/aibridge``), or writes its config file;
 - ``clients`` lists the known clients;
@@ -109,6 +109,7 @@ def _configure(args: argparse.Namespace, stdin: TextIO, stdout: TextIO, stderr: 
             model=args.model,
             byok=args.byok,
             byok_header=args.byok_header,
+            websocket=args.websocket,
         )
     except (UnknownClient, ClientNotSupported, ValueError) as exc:
         stderr.write(f"error: {exc}\n")
@@ -213,6 +214,11 @@ def _parser() -> argparse.ArgumentParser:
         "--byok-header",
         default="X-AIBridge-Token",
         help="the header the host token goes in with --byok (default: X-AIBridge-Token)",
+    )
+    conf.add_argument(
+        "--websocket",
+        action="store_true",
+        help="turn on the client's Responses-over-WebSocket transport (Codex)",
     )
     conf.add_argument(
         "--format", choices=("text", "json", "env"), default="text", help="what to print"

@@ -77,6 +77,17 @@ read it from `{TOKEN_ENV}`, set in the environment lines. Values are quoted
 for a POSIX shell and escaped for JSON or TOML, whatever characters the
 token holds.
 
+`--websocket` (`websocket=True` in Python) turns on the client's
+Responses-over-WebSocket transport, where its entry has a switch for it:
+today Codex (`supports_websockets = true` on its model provider). It is
+opt-in because it needs the host's ASGI server, and any proxy in front, to
+pass WebSocket upgrades (uvicorn does once `websockets` is installed);
+without that Codex falls back to HTTP. OpenAI's SDKs open the same socket
+when asked (Python `client.responses.connect()`, Node `ResponsesWS`), and
+the pinned OpenCode and Factory droid binaries ship code for it too, but
+their setups here use HTTP and were not run over a WebSocket. See
+[Responses over WebSocket](apis/openai-responses.md#responses-over-websocket).
+
 From Python, `configure()` returns the same as data:
 
 ```python
@@ -86,6 +97,9 @@ config = configure("codex", "https://ai.example.com/api/v2/aibridge", "tok-123")
 assert config.file_path == "~/.codex/config.toml"
 assert 'base_url = "https://ai.example.com/api/v2/aibridge/openai/v1"' in config.file_content
 assert config.env_lines == ("export {TOKEN_ENV}=tok-123",)
+
+config = configure("codex", "https://ai.example.com/api/v2/aibridge", "tok-123", websocket=True)
+assert "supports_websockets = true" in config.file_content
 
 config = configure("claude-code", "https://ai.example.com/api/v2/aibridge", "it's")
 assert config.env_vars["ANTHROPIC_BASE_URL"] == "https://ai.example.com/api/v2/aibridge/anthropic"
@@ -234,6 +248,15 @@ def _setup_section(client: Client, setup: Setup, config: ClientConfig) -> list[s
         parts.append(f"Documented only: {client.untested or 'not run here'}.")
     if setup.byok is not None:
         parts.extend(_byok_section(client, setup))
+    if setup.websocket is not None:
+        key = ".".join(setup.websocket[0])
+        text = (
+            f"Responses over WebSocket (opt-in): `configure {client.key} --websocket`"
+            f" (or `websocket=True`) also sets `{key}`. "
+        )
+        if setup.websocket_verified_by:
+            text += "Verified by " + _code(list(setup.websocket_verified_by)) + "."
+        parts.append(text)
     return parts
 
 

@@ -175,6 +175,12 @@ class Setup:
     #: How the client brings its own key; None when it cannot send an
     #: extra header (or nobody has shown how).
     byok: Byok | None = None
+    #: The client's switch for the Responses API over WebSocket: a key path
+    #: in its config file and the value that turns it on (``configure(...,
+    #: websocket=True)``); None when the client has no such switch.
+    websocket: tuple[tuple[str, ...], Template] | None = None
+    #: Suite tests that run the WebSocket switch through the bridge.
+    websocket_verified_by: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -408,6 +414,10 @@ CLIENTS: tuple[Client, ...] = (
                         f" `{TOKEN_ENV}`; `OPENAI_API_KEY` is your own OpenAI key.",
                     ),
                     verified_by=(SUITE + "test_codex.py::test_codex_byok",),
+                ),
+                websocket=(("model_providers", "aibridge", "supports_websockets"), True),
+                websocket_verified_by=(
+                    SUITE + "test_codex.py::test_codex_over_websocket_prompt_and_tool_call",
                 ),
             ),
         ),

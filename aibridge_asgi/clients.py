@@ -229,6 +229,7 @@ def configure(
     byok: bool = False,
     byok_header: str = DEFAULT_BYOK_HEADER,
     user_key: str | None = None,
+    websocket: bool = False,
 ) -> ClientConfig:
     """The configuration that points ``client`` at the bridge mounted at
     ``base_url`` (e.g. ``https://host/api/v2/aibridge``) with the host token
@@ -238,6 +239,11 @@ def configure(
     With ``byok``, the bring-your-own-key form: the host token goes in the
     header ``byok_header`` and the user's own provider key (``user_key``, or
     a placeholder) where the client sends its key.
+
+    ``websocket=True`` also turns on the client's Responses-over-WebSocket
+    transport (Codex's ``supports_websockets``); it is off by default, since
+    it needs a server (and any proxy in front) that passes WebSocket
+    upgrades. ``ValueError`` for a client without such a switch.
 
     Raises :class:`UnknownClient`, :class:`ClientNotSupported` (with the
     reason; also for ``byok`` with a client that cannot send an extra
@@ -263,9 +269,20 @@ def configure(
         extra = tuple(n.replace(DEFAULT_BYOK_HEADER, byok_header) for n in setup.byok.notes)
         file = setup.byok.file or setup.file
         env, notes, verified_by = setup.byok.env, (*extra, *notes), setup.byok.verified_by
+    if websocket and (setup.websocket is None or file is None):
+        raise ValueError(f"{entry.name} has no setting for the Responses API over WebSocket")
     file_content = None
     if file is not None:
         data = _fill(file.content, values)
+        if websocket and setup.websocket is not None:
+            path, value = setup.websocket
+            place = data
+            for key in path[:-1]:
+                place = place.setdefault(key, {})
+            place[path[-1]] = _fill(value, values)
+            notes = (WEBSOCKET_NOTE, *notes)
+            # The suite runs the WebSocket switch with the gateway token alone.
+            verified_by = () if byok else setup.websocket_verified_by
         dump = _syntax.dump_toml if file.syntax == "toml" else _syntax.dump_json
         file_content = dump(data)
     return ClientConfig(
@@ -285,6 +302,15 @@ def configure(
         verified_by=verified_by,
         byok=byok,
     )
+
+
+#: Said of every configuration with the WebSocket transport on.
+WEBSOCKET_NOTE = (
+    "Responses over WebSocket: one socket per session carries every turn"
+    " (docs/apis/openai-responses.md). The host's server must accept WebSocket"
+    " upgrades (uvicorn with `websockets` installed) and so must any proxy in front;"
+    " otherwise the client falls back to HTTP."
+)
 
 
 # -- detection ------------------------------------------------------------------
