@@ -365,12 +365,12 @@ class Rig:
         return env
 
     def configure(
-        self, client: str, *, api: Api | None = None, model: str | None = None, **byok: Any
+        self, client: str, *, api: Api | None = None, model: str | None = None, **options: Any
     ) -> ClientConfig:
         """What ``configure()`` gives for this bridge (its mount URL) and the
-        host token; ``byok`` options (``byok=True, user_key=...``) for the
-        bring-your-own-key form."""
-        return configure(client, self.running.url, HOST_TOKEN, api=api, model=model, **byok)
+        host token; further ``configure`` options (``byok=True, user_key=...``
+        for the bring-your-own-key form, ``websocket=True``)."""
+        return configure(client, self.running.url, HOST_TOKEN, api=api, model=model, **options)
 
     def install(
         self, config: ClientConfig, isolation: Mapping[str, str] | None = None
