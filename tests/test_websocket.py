@@ -511,3 +511,30 @@ def test_no_task_or_socket_leaks_after_a_thousand_sockets(
     # connections the servers' keep-alive has not reaped yet).
     assert running.server.call(tasks_on_server()) <= tasks_before + 2
     assert _open_fds() <= fds_before + 10
+
+
+def test_openai_python_sdk_websocket_mode_through_the_bridge(
+    running: Running, fake: FakeUpstream
+) -> None:
+    """OpenAI's Python SDK (``client.responses.connect()``) over the bridge."""
+    from openai import AsyncOpenAI
+
+    async def main() -> str:
+        client = AsyncOpenAI(api_key=HOST_TOKEN, base_url=running.url + "/openai/v1")
+        text = ""
+        async with client.responses.connect() as connection:
+            await connection.response.create(model="gpt-5", input="Hello from the SDK")
+            async for event in connection:
+                if event.type == "response.output_text.delta":
+                    text += event.delta
+                if event.type == "response.completed":
+                    break
+        await client.close()
+        return text
+
+    assert run(main()) == fake.reply
+    recorder = settle(running, 1)
+    [start] = recorder.of_type(InterceptionStarted)
+    assert start.client == "openai-python", start.user_agent
+    assert [p.prompt for p in recorder.of_type(PromptUsage)] == ["Hello from the SDK"]
+    assert fake.websockets[0].header("authorization") == f"Bearer {OPENAI_KEY}"
