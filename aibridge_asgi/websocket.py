@@ -304,7 +304,9 @@ class WebSocketSessions:
                     autoping=True,
                     heartbeat=settings.heartbeat,
                     max_msg_size=limit,
-                    compress=15,
+                    # No permessage-deflate upstream, as HTTP asks for identity:
+                    # frames relay without a compress step per event.
+                    compress=0,
                     timeout=aiohttp.ClientWSTimeout(ws_close=settings.close_timeout),
                 )
         except aiohttp.WSServerHandshakeError as exc:
