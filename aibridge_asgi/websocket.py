@@ -603,6 +603,9 @@ class _Session:
             return None  # the provider answers it
         if not isinstance(body, dict) or body.get("type") != "response.create":
             return None
+        if self.owner._host._closing:
+            # Not an interception, as an HTTP call refused at shutdown.
+            return error_event(503, "the AI gateway is shutting down")
         warmup = body.get("generate") is False
         turn = _Turn(self, body, warmup)
         model = body.get("model")

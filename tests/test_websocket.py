@@ -29,7 +29,7 @@ from aibridge_asgi.testing import (
 )
 from aibridge_asgi.testing.streams import ToolCall, Usage, response_events
 
-from .conftest import HOST_TOKEN, Running
+from .conftest import FAILING_TOKEN, HOST_TOKEN, Running
 
 PATH = "/openai/v1/responses"
 HEADERS = {
@@ -353,10 +353,15 @@ def test_upstream_error_event_fails_the_turn_and_the_socket_stays_usable(
     assert len(fake.websockets[0].creates()) == 2
 
 
-def test_upstream_without_websocket_support_makes_clients_fall_back(
-    running: Running, fake: FakeUpstream
+@pytest.mark.parametrize(
+    ("upstream_status", "status"), [(404, 426), (400, 426), (401, 401), (429, 429), (503, 502)]
+)
+def test_upstream_refusing_the_upgrade(
+    running: Running, fake: FakeUpstream, upstream_status: int, status: int
 ) -> None:
-    fake.websocket_status = 404
+    """A provider without WebSocket support becomes 426, on which Codex falls
+    back to HTTP at once; credentials and rate refusals keep their status."""
+    fake.websocket_status = upstream_status
 
     async def main() -> int:
         async with aiohttp.ClientSession() as session:
@@ -364,7 +369,70 @@ def test_upstream_without_websocket_support_makes_clients_fall_back(
                 await session.ws_connect(ws_url(running), headers=HEADERS)
             return refused.value.status
 
-    assert run(main()) == 426  # Codex falls back to HTTP at once on 426
+    assert run(main()) == status
+    running.flush()
+    assert running.recorder.records == []
+
+
+def test_resolver_failure_is_a_503_at_the_handshake(running: Running, fake: FakeUpstream) -> None:
+    async def main() -> int:
+        async with aiohttp.ClientSession() as session:
+            with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+                headers = {"Authorization": f"Bearer {FAILING_TOKEN}"}
+                await session.ws_connect(ws_url(running), headers=headers)
+            return refused.value.status
+
+    assert run(main()) == 503
+    assert fake.websockets == []
+
+
+def test_upstream_silent_mid_response_is_closed(running: Running, fake: FakeUpstream) -> None:
+    running.bridge.websockets.settings.read_timeout = 0.3
+    fake.enqueue(FakeResponse.sse(response_events("stalls")[:2], hang=float("inf")))
+
+    async def main() -> tuple[int | None, str]:
+        async with (
+            aiohttp.ClientSession() as session,
+            session.ws_connect(ws_url(running), headers=HEADERS) as ws,
+        ):
+            await ws.send_str(create("hello"))
+            while True:
+                msg = await asyncio.wait_for(ws.receive(), 10)
+                if msg.type != aiohttp.WSMsgType.TEXT:
+                    return ws.close_code, str(msg.extra)
+
+    assert run(main()) == (1014, "the upstream provider stopped answering")
+    recorder = settle(running, 1)
+    [end] = recorder.of_type(InterceptionEnded)
+    assert (end.status, end.error) == ("failed", "the upstream provider stopped answering")
+
+
+def test_aclose_grace_period_cancels_a_hanging_turn(running: Running, fake: FakeUpstream) -> None:
+    fake.enqueue(FakeResponse.sse(response_events("hangs")[:2], hang=float("inf")))
+
+    async def main() -> tuple[int | None, str]:
+        async with (
+            aiohttp.ClientSession() as session,
+            session.ws_connect(ws_url(running), headers=HEADERS) as ws,
+        ):
+            await ws.send_str(create("hello"))
+            await asyncio.wait_for(ws.receive(), 10)
+            closing = asyncio.get_running_loop().run_in_executor(
+                None, running.server.call, running.bridge.aclose(grace_period=0.2)
+            )
+            while True:
+                msg = await asyncio.wait_for(ws.receive(), 10)
+                if msg.type != aiohttp.WSMsgType.TEXT:
+                    break
+            await closing
+            return ws.close_code, str(msg.extra)
+
+    assert run(main()) == (1001, "the AI gateway is shutting down")
+    ends = running.recorder.of_type(InterceptionEnded)
+    assert [(e.status, e.error) for e in ends] == [
+        ("cancelled", "bridge shut down during the call")
+    ]
+    assert running.bridge.in_flight == 0
 
 
 def test_unreachable_upstream_closes_with_a_reason(start_bridge: Callable[..., Running]) -> None:
