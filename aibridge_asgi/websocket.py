@@ -53,7 +53,14 @@ from .config import ProviderConfig
 from .errors import BridgeError, error_body
 from .hooks import call as call_hooks
 from .interception import _log_end, end_log
-from .records import Actor, InterceptionEnded, InterceptionStarted, TokenUsage, utcnow
+from .records import (
+    Actor,
+    EndStatus,
+    InterceptionEnded,
+    InterceptionStarted,
+    TokenUsage,
+    utcnow,
+)
 from .relay import Outcome
 from .routing import RESPONSES, match_route, route_path
 from .sse import SSEEvent
@@ -377,7 +384,7 @@ async def _refuse(scope: Scope, send: Send, refusal: _Refusal) -> None:
 async def _close_client(send: Send, code: int, reason: str) -> None:
     """Close the client's socket; it may be gone already."""
     with contextlib.suppress(Exception):
-        await send({"type": "websocket.close", "code": code, "reason": reason[:120]})
+        await send({"type": "websocket.close", "code": code, "reason": _short(reason)})
 
 
 def error_event(status: int, message: str) -> str:
@@ -508,7 +515,7 @@ class _Session:
 
     async def _close_upstream(self, code: int, reason: str) -> None:
         with contextlib.suppress(Exception):
-            await self.upstream.close(code=code, message=reason[:120].encode())
+            await self.upstream.close(code=code, message=_short(reason).encode())
 
     async def _client_send(self, message: Message) -> None:
         try:
@@ -667,6 +674,9 @@ class _Session:
             outcome.first_byte = time.perf_counter()
             outcome.http_status = 200
             outcome.response_started = True
+            if self.rt.hooks and not turn.warmup:
+                seconds = outcome.first_byte - outcome.began
+                call_hooks(self.rt.hooks, "upstream_responded", turn.interception_id, 200, seconds)
         try:
             turn.api.on_event(SSEEvent(b"", name, text))
         except Exception:
@@ -691,7 +701,7 @@ class _Session:
 
     # -- records ----------------------------------------------------------------
 
-    def _end(self, turn: _Turn, status: str, error: str | None = None) -> None:
+    def _end(self, turn: _Turn, status: EndStatus, error: str | None = None) -> None:
         """Record the end of ``turn`` (exactly once)."""
         if turn.ended:
             return
@@ -714,7 +724,7 @@ class _Session:
         self.carried.clear()
         if status == "completed" and not api.complete:
             status, error = "failed", "upstream stream ended before its final event"
-        outcome.status = status  # type: ignore[assignment]
+        outcome.status = status
         outcome.error = error or api.error or outcome.error
         if status == "completed":
             outcome.error = None
@@ -737,11 +747,16 @@ class _Session:
         if end_log.isEnabledFor(logging.INFO):
             _log_end(turn.started, ended, timings, outcome)
 
-    def _end_all(self, status: str, error: str) -> None:
+    def _end_all(self, status: EndStatus, error: str) -> None:
         """End every turn still running (the socket is closing)."""
         while self.turns:
             turn = self.turns.popleft()
             self._end(turn, status, error)
+
+
+def _short(reason: str) -> str:
+    """A close reason within the 123 bytes a close frame allows."""
+    return reason.encode()[:123].decode("utf-8", "ignore")
 
 
 def _billed(usage: TokenUsage) -> bool:

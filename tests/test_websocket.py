@@ -7,6 +7,7 @@ import asyncio
 import json
 import os
 import socket
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -14,6 +15,7 @@ import aiohttp
 import pytest
 
 from aibridge_asgi import (
+    BridgeHooks,
     InterceptionEnded,
     InterceptionStarted,
     ModelThought,
@@ -77,6 +79,16 @@ def settle(running: Running, count: int) -> InMemoryRecorder:
     recorder.wait_sync(lambda r: len(r.of_type(InterceptionEnded)) >= count, 10)
     running.flush()
     return recorder
+
+
+def eventually(check: Callable[[], bool], timeout: float = 5.0) -> bool:
+    """Poll ``check`` until it holds (another thread's server catches up)."""
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+    return True
 
 
 def frames_of(events: list[bytes]) -> list[str]:
@@ -235,10 +247,7 @@ def test_client_closing_mid_response_cancels_and_passes_its_code(
     [end] = recorder.of_type(InterceptionEnded)
     assert (end.status, end.error) == ("cancelled", "client disconnected")
     [upstream] = fake.websockets
-    for _ in range(100):
-        if upstream.close_code is not None:
-            break
-        asyncio.run(asyncio.sleep(0.05))
+    assert eventually(lambda: upstream.close_code is not None)
     assert upstream.close_code == 4000
 
 
@@ -466,6 +475,7 @@ def test_idle_socket_is_closed(running: Running, fake: FakeUpstream) -> None:
             return ws.close_code, str(msg.extra)
 
     assert run(main()) == (1001, "idle for 0.3 seconds")
+    assert eventually(lambda: fake.websockets[0].close_code is not None)
     assert fake.websockets[0].close_code == 1001
 
 
@@ -606,3 +616,37 @@ def test_openai_python_sdk_websocket_mode_through_the_bridge(
     assert start.client == "openai-python", start.user_agent
     assert [p.prompt for p in recorder.of_type(PromptUsage)] == ["Hello from the SDK"]
     assert fake.websockets[0].header("authorization") == f"Bearer {OPENAI_KEY}"
+
+
+def test_hooks_see_each_turn_once(start_bridge: Callable[..., Running], fake: FakeUpstream) -> None:
+    seen: list[tuple[str, str]] = []
+
+    class Hooks(BridgeHooks):
+        def interception_started(self, started: Any, request_headers: Any) -> None:
+            assert (b"session-id", b"sess-42") in request_headers
+            seen.append(("started", started.interception_id))
+
+        def upstream_responded(self, interception_id: str, status: int, seconds: float) -> None:
+            seen.append(("responded", interception_id))
+
+        def interception_ended(self, started: Any, ended: Any, timings: Any) -> None:
+            assert timings.first_byte is not None and timings.total >= timings.first_byte
+            seen.append(("ended", ended.interception_id))
+
+    running = start_bridge(hooks=[Hooks()])
+
+    async def main() -> None:
+        async with (
+            aiohttp.ClientSession() as session,
+            session.ws_connect(ws_url(running), headers=HEADERS) as ws,
+        ):
+            await ws.send_str(create("", generate=False, input=[]))
+            await read_turn(ws)
+            for prompt in ("one", "two"):
+                await ws.send_str(create(prompt))
+                await read_turn(ws)
+
+    run(main())
+    settle(running, 2)
+    ids = [s.interception_id for s in running.recorder.of_type(InterceptionStarted)]
+    assert seen == [(kind, iid) for iid in ids for kind in ("started", "responded", "ended")]
