@@ -306,6 +306,19 @@ def test_other_paths_still_refuse_the_upgrade(running: Running, path: str) -> No
     assert run(main()) == 426
 
 
+def test_websocket_can_be_turned_off(running: Running, fake: FakeUpstream) -> None:
+    running.bridge.websockets.settings.enabled = False
+
+    async def main() -> int:
+        async with aiohttp.ClientSession() as session:
+            with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+                await session.ws_connect(ws_url(running), headers=HEADERS)
+            return refused.value.status
+
+    assert run(main()) == 426
+    assert fake.websockets == []
+
+
 def test_huge_frames_are_refused_with_a_clear_close(
     start_bridge: Callable[..., Running], fake: FakeUpstream
 ) -> None:
