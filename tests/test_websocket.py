@@ -112,8 +112,10 @@ def test_many_turns_on_one_socket_each_with_records(running: Running, fake: Fake
         turns = []
         async with (
             aiohttp.ClientSession() as session,
-            session.ws_connect(ws_url(running), headers=HEADERS) as ws,
+            # permessage-deflate towards the bridge, as Codex asks for it
+            session.ws_connect(ws_url(running), headers=HEADERS, compress=15) as ws,
         ):
+            assert ws.compress  # the server agreed (with its own window size)
             await ws.send_str(create("", generate=False, input=[]))
             warm = await read_turn(ws)
             assert json.loads(warm[-1])["type"] == "response.completed"
