@@ -187,17 +187,33 @@ class WebSocketSessions:
     # -- ASGI -----------------------------------------------------------------
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """Serve one ``websocket`` scope."""
+        """Serve one ``websocket`` scope. It counts as in flight from the
+        handshake on, so ``aclose()`` waits for it (or cancels it)."""
         message = await receive()
         if message["type"] != "websocket.connect":
             return
         host = self._host
-        settings = self.settings
+        task = asyncio.current_task()
+        assert task is not None
+        host._in_flight += 1
+        host._tasks.add(task)
+        try:
+            await self._serve(scope, receive, send)
+        except asyncio.CancelledError:
+            if not host._cancelled_by_close:
+                raise
+            task.uncancel()  # aclose() ran out of patience; the turns are recorded
+        finally:
+            host._tasks.discard(task)
+            host._in_flight -= 1
+            if host._in_flight == 0 and host._idle is not None:
+                host._idle.set()
+
+    async def _serve(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
             provider, actor, url, headers = await self._handshake(scope)
-            protocols = _offered_protocols(scope)
             try:
-                upstream = await self._connect(url, headers, protocols)
+                upstream = await self._connect(url, headers, _offered_protocols(scope))
             except _Unreachable as exc:
                 await send({"type": "websocket.accept"})
                 await _close_client(send, CLOSE_BAD_GATEWAY, str(exc))
@@ -208,12 +224,8 @@ class WebSocketSessions:
         accept: Message = {"type": "websocket.accept"}
         if upstream.protocol:
             accept["subprotocol"] = upstream.protocol
-        limit = settings.max_message_size or host._rt.max_body_size
+        limit = self.settings.max_message_size or self._host._rt.max_body_size
         session = _Session(self, scope, provider, actor, upstream, send, limit)
-        task = asyncio.current_task()
-        assert task is not None
-        host._in_flight += 1
-        host._tasks.add(task)
         self._sessions.add(session)
         try:
             try:
@@ -222,16 +234,8 @@ class WebSocketSessions:
                 await upstream.close(code=CLOSE_GOING_AWAY)
                 return
             await session.run(receive)
-        except asyncio.CancelledError:
-            if not host._cancelled_by_close:
-                raise
-            task.uncancel()  # aclose() ran out of patience; the turns are recorded
         finally:
             self._sessions.discard(session)
-            host._tasks.discard(task)
-            host._in_flight -= 1
-            if host._in_flight == 0 and host._idle is not None:
-                host._idle.set()
 
     async def _handshake(
         self, scope: Scope
@@ -270,6 +274,8 @@ class WebSocketSessions:
             ) from None
         if actor is None:
             raise _Refusal(401, "invalid credentials")
+        if host._closing:  # it began while the resolver ran
+            raise _Refusal(503, "the AI gateway is shutting down", CLOSE_TRY_AGAIN)
         provider = match.provider
         try:
             headers = request_headers_for_upstream(
