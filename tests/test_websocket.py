@@ -665,3 +665,45 @@ def test_hooks_see_each_turn_once(start_bridge: Callable[..., Running], fake: Fa
     settle(running, 2)
     ids = [s.interception_id for s in running.recorder.of_type(InterceptionStarted)]
     assert seen == [(kind, iid) for iid in ids for kind in ("started", "responded", "ended")]
+
+
+def test_upstream_not_answering_pings_is_closed(start_bridge: Callable[..., Running]) -> None:
+    """The bridge pings the upstream every ``heartbeat`` seconds; an upstream
+    that stops answering is closed, and so is the client (1014)."""
+    from aiohttp import web
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    running = start_bridge(base_urls={"openai": f"http://127.0.0.1:{port}/v1"})
+    running.bridge.websockets.settings.heartbeat = 0.2
+    pinged = asyncio.Event()
+
+    async def deaf(request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse(autoping=False)  # receives pings, never answers
+        await ws.prepare(request)
+        async for msg in ws:
+            if msg.type == aiohttp.WSMsgType.PING:
+                pinged.set()
+        return ws
+
+    async def main() -> tuple[int | None, str]:
+        app = web.Application()
+        app.router.add_get("/v1/responses", deaf)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", port).start()
+        try:
+            async with (
+                aiohttp.ClientSession() as session,
+                session.ws_connect(ws_url(running), headers=HEADERS) as ws,
+            ):
+                msg = await asyncio.wait_for(ws.receive(), 10)
+                assert pinged.is_set()
+                return ws.close_code, str(msg.extra)
+        finally:
+            await runner.cleanup()
+
+    code, reason = run(main())
+    assert code == 1014
+    assert reason == "the upstream provider stopped answering pings"
