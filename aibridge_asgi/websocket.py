@@ -571,21 +571,27 @@ class _Session:
                 continue
             self.last_activity = time.monotonic()
             text = message.get("text")
+            data: bytes | None = None
             if text is None:
                 data = message.get("bytes") or b""
                 if len(data) > self.limit:
                     return await self._too_big()
-                if not await self._upstream_send(upstream.send_bytes(data)):
-                    return CLOSE_BAD_GATEWAY, "the upstream connection broke off"
-                continue
-            size = len(text)
-            if size > self.limit or (size * 4 > self.limit and len(text.encode()) > self.limit):
-                return await self._too_big()
-            refusal = self._on_client_text(text)
+                try:
+                    text = data.decode("utf-8")
+                except UnicodeDecodeError:
+                    text = ""  # refused below as not JSON
+            else:
+                size = len(text)
+                if size > self.limit or (size * 4 > self.limit and len(text.encode()) > self.limit):
+                    return await self._too_big()
+            # Every frame is read, binary ones too: whatever the upstream could
+            # take as a response.create must start an interception.
+            refusal = self._on_client_message(text)
             if refusal is not None:
                 await self._client_send({"type": "websocket.send", "text": refusal})
                 continue
-            if not await self._upstream_send(upstream.send_str(text)):
+            sending = upstream.send_str(text) if data is None else upstream.send_bytes(data)
+            if not await self._upstream_send(sending):
                 return CLOSE_BAD_GATEWAY, "the upstream connection broke off"
 
     @staticmethod
@@ -605,17 +611,19 @@ class _Session:
         self.client_gone = True
         return CLOSE_GOING_AWAY, reason
 
-    def _on_client_text(self, text: str) -> str | None:
+    def _on_client_message(self, text: str) -> str | None:
         """Start a turn for a ``response.create``; return an error event to
-        send back instead of relaying, or None to relay the frame."""
-        if '"response.create"' not in text:
-            return None  # another client event: relayed, not recorded
+        send back instead of relaying, or None to relay the frame. A frame
+        the bridge cannot read as a JSON object is not relayed: it could not
+        tell whether it starts a response."""
         try:
             body = json.loads(text)
         except (ValueError, RecursionError):
-            return None  # the provider answers it
-        if not isinstance(body, dict) or body.get("type") != "response.create":
-            return None
+            return error_event(400, "the message is not valid JSON")
+        if not isinstance(body, dict):
+            return error_event(400, "the message must be a JSON object")
+        if body.get("type") != "response.create":
+            return None  # another client event (response.steer...): relayed, not recorded
         if self.owner._host._closing:
             # Not an interception, as an HTTP call refused at shutdown.
             return error_event(503, "the AI gateway is shutting down")

@@ -707,3 +707,41 @@ def test_upstream_not_answering_pings_is_closed(start_bridge: Callable[..., Runn
     code, reason = run(main())
     assert code == 1014
     assert reason == "the upstream provider stopped answering pings"
+
+
+def test_every_frame_that_could_start_a_response_is_recorded(
+    running: Running, fake: FakeUpstream
+) -> None:
+    """A client cannot slip a turn past the records: an escaped type, a
+    binary frame, or a frame the bridge cannot read (not relayed)."""
+    escaped = create("escaped").replace('"response.create"', '"response\\u002ecreate"')
+    assert "response.create" not in escaped
+
+    async def main() -> list[str]:
+        async with (
+            aiohttp.ClientSession() as session,
+            session.ws_connect(ws_url(running), headers=HEADERS) as ws,
+        ):
+            await ws.send_str(escaped)
+            await read_turn(ws)
+            await ws.send_bytes(create("binary").encode())
+            await read_turn(ws)
+            refusals = []
+            for junk in ('{"type": "response.create", "model": "gpt-5"', "[1, 2]"):
+                await ws.send_str(junk)
+                [frame] = await read_turn(ws)
+                refusals.append(json.loads(frame)["error"]["message"])
+            await ws.send_bytes(b"\xff\xfe")
+            [frame] = await read_turn(ws)
+            refusals.append(json.loads(frame)["error"]["message"])
+            return refusals
+
+    assert run(main()) == [
+        "the message is not valid JSON",
+        "the message must be a JSON object",
+        "the message is not valid JSON",
+    ]
+    recorder = settle(running, 2)
+    assert [p.prompt for p in recorder.of_type(PromptUsage)] == ["escaped", "binary"]
+    assert [e.status for e in recorder.of_type(InterceptionEnded)] == ["completed"] * 2
+    assert len(fake.websockets[0].messages) == 2  # the unreadable ones never went upstream

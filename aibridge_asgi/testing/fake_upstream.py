@@ -89,11 +89,10 @@ class ReceivedWebSocket:
         """The ``response.create`` messages received, parsed."""
         out: list[dict[str, Any]] = []
         for message in self.messages:
-            if isinstance(message, str):
-                with contextlib.suppress(ValueError):
-                    data = json.loads(message)
-                    if isinstance(data, dict) and data.get("type") == "response.create":
-                        out.append(data)
+            with contextlib.suppress(ValueError):
+                data = json.loads(message)
+                if isinstance(data, dict) and data.get("type") == "response.create":
+                    out.append(data)
         return out
 
 
@@ -299,10 +298,12 @@ class FakeUpstream:
                 socket.close_reason = message.get("reason") or ""
                 return
             text = message.get("text")
-            if text is None:
-                socket.messages.append(message.get("bytes") or b"")
-                continue
-            socket.messages.append(text)
+            if text is None:  # a binary frame: read as UTF-8 JSON, as a text one
+                data = message.get("bytes") or b""
+                socket.messages.append(data)
+                text = data.decode("utf-8", "replace")
+            else:
+                socket.messages.append(text)
             if not await self._ws_turn(socket, text, receive, send):
                 return
 
