@@ -114,11 +114,12 @@ class WebSocketSettings:
     ``heartbeat``: seconds between the bridge's pings to the upstream (a
     missing pong closes it); ``connect_timeout``: seconds to open the
     upstream socket; ``read_timeout``: seconds of upstream silence during a
-    response before the socket is closed with 1014.
+    response before the socket is closed with 1014; ``close_timeout``:
+    seconds to wait for the upstream's answer to the bridge's close frame.
     """
 
     enabled: bool = True
-    idle_timeout: float | None = 600.0
+    idle_timeout: float | None = 3600.0
     max_message_size: int | None = None
     heartbeat: float | None = 30.0
     connect_timeout: float = 10.0
