@@ -35,7 +35,7 @@ import re
 import time
 import uuid
 from collections import deque
-from collections.abc import Awaitable, Mapping
+from collections.abc import Awaitable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -53,6 +53,7 @@ from .config import ProviderConfig
 from .errors import BridgeError, error_body
 from .hooks import call as call_hooks
 from .interception import _log_end, end_log
+from .keys import Access, Credential
 from .records import (
     Actor,
     EndStatus,
@@ -146,15 +147,31 @@ class _Refusal(Exception):
     """The handshake is refused: HTTP ``status`` where the server can send
     one, else a close with ``code`` before accepting."""
 
-    def __init__(self, status: int, message: str, code: int = CLOSE_POLICY) -> None:
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        code: int = CLOSE_POLICY,
+        headers: Sequence[tuple[bytes, bytes]] = (),
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
         self.code = code
+        self.headers = headers
 
 
 class _Unreachable(Exception):
     """The upstream socket could not be opened (after accepting: close 1014)."""
+
+
+class _UpstreamRefused(Exception):
+    """The upstream answered the handshake with an HTTP status."""
+
+    def __init__(self, status: int, headers: list[tuple[bytes, bytes]]) -> None:
+        super().__init__(status)
+        self.status = status
+        self.headers = headers
 
 
 class WebSocketSessions:
@@ -212,9 +229,9 @@ class WebSocketSessions:
 
     async def _serve(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
-            provider, actor, url, headers = await self._handshake(scope)
+            provider, actor, access, url, headers = await self._handshake(scope)
             try:
-                upstream = await self._connect(url, headers, _offered_protocols(scope))
+                upstream = await self._open(access, url, headers, _offered_protocols(scope))
             except _Unreachable as exc:
                 await send({"type": "websocket.accept"})
                 await _close_client(send, CLOSE_BAD_GATEWAY, str(exc))
@@ -226,7 +243,7 @@ class WebSocketSessions:
         if upstream.protocol:
             accept["subprotocol"] = upstream.protocol
         limit = self.settings.max_message_size or self._host._rt.max_body_size
-        session = _Session(self, scope, provider, actor, upstream, send, limit)
+        session = _Session(self, scope, provider, actor, access.served, upstream, send, limit)
         self._sessions.add(session)
         try:
             try:
@@ -240,7 +257,7 @@ class WebSocketSessions:
 
     async def _handshake(
         self, scope: Scope
-    ) -> tuple[ProviderConfig, Actor, str, list[tuple[bytes, bytes]]]:
+    ) -> tuple[ProviderConfig, Actor, Access, str, list[tuple[bytes, bytes]]]:
         """Route and authenticate the upgrade; raise :class:`_Refusal`."""
         host = self._host
         path = route_path(scope["path"], scope.get("root_path", ""), scope.get("raw_path"))
@@ -256,7 +273,9 @@ class WebSocketSessions:
             )
         if host._closing:
             raise _Refusal(503, "the AI gateway is shutting down", CLOSE_TRY_AGAIN)
-        token = extract_token(scope["headers"], host._token_headers)
+        keys = host._rt.keys
+        byok = keys.split(scope["headers"])
+        token = byok.token if byok else extract_token(scope["headers"], host._token_headers)
         if token is None:
             raise _Refusal(
                 401,
@@ -279,10 +298,12 @@ class WebSocketSessions:
             raise _Refusal(503, "the AI gateway is shutting down", CLOSE_TRY_AGAIN)
         provider = match.provider
         try:
+            # Pools, BYOK and the actor's own key, as for HTTP (aibridge_asgi.keys).
+            access = keys.access(provider.name, byok=byok, actor_credentials=actor.credentials)
             headers = request_headers_for_upstream(
                 scope["headers"],
-                host._rt.strip_headers | _HANDSHAKE,
-                provider.upstream_headers,
+                host._rt.strip_headers | _HANDSHAKE | {provider.key_header_name},
+                provider.extra_headers,
             )
         except BridgeError as exc:
             raise _Refusal(exc.status, exc.message) from None
@@ -291,14 +312,35 @@ class WebSocketSessions:
         query: bytes = scope.get("query_string", b"")
         if query:
             url += "?" + query.decode("latin-1")
-        return provider, actor, url, headers
+        return provider, actor, access, url, headers
+
+    async def _open(
+        self,
+        access: Access,
+        url: str,
+        headers: list[tuple[bytes, bytes]],
+        protocols: tuple[str, ...],
+    ) -> aiohttp.ClientWebSocketResponse:
+        """Open the upstream socket with the first usable credential; a pooled
+        key the upstream refuses (401, 403, 429) is put aside and the next
+        one tried, as for HTTP."""
+        while True:
+            credential = access.next()
+            if credential is None:  # every pooled key is cooling down
+                error = access.exhausted()
+                raise _Refusal(error.status, error.message, CLOSE_TRY_AGAIN, error.headers)
+            try:
+                return await self._connect(url, [*headers, *credential.headers], protocols)
+            except _UpstreamRefused as refused:
+                if not access.fail_over(credential, refused.status, refused.headers):
+                    raise _upstream_refusal(refused.status) from None
 
     async def _connect(
         self, url: str, headers: list[tuple[bytes, bytes]], protocols: tuple[str, ...]
     ) -> aiohttp.ClientWebSocketResponse:
-        """Open the upstream socket; raise :class:`_Refusal` when the upstream
-        answered the handshake with an HTTP status, :class:`_Unreachable`
-        when it could not be reached."""
+        """Open the upstream socket; raise :class:`_UpstreamRefused` when the
+        upstream answered the handshake with an HTTP status,
+        :class:`_Unreachable` when it could not be reached."""
         settings = self.settings
         try:
             pairs = CIMultiDict(
@@ -324,7 +366,11 @@ class WebSocketSessions:
                     timeout=aiohttp.ClientWSTimeout(ws_close=settings.close_timeout),
                 )
         except aiohttp.WSServerHandshakeError as exc:
-            raise _upstream_refusal(exc.status) from None
+            answered = [
+                (k.lower().encode("latin-1"), v.encode("latin-1", "replace"))
+                for k, v in (exc.headers or {}).items()
+            ]
+            raise _UpstreamRefused(exc.status, answered) from None
         except TimeoutError:
             raise _Unreachable("the upstream provider did not answer in time") from None
         except (aiohttp.ClientError, OSError) as exc:
@@ -380,6 +426,7 @@ async def _refuse(scope: Scope, send: Send, refusal: _Refusal) -> None:
                 "headers": [
                     (b"content-type", b"application/json"),
                     (b"content-length", str(len(body)).encode()),
+                    *refusal.headers,
                 ],
             }
         )
@@ -450,6 +497,7 @@ class _Session:
         scope: Scope,
         provider: ProviderConfig,
         actor: Actor,
+        credential: Credential | None,
         upstream: aiohttp.ClientWebSocketResponse,
         send: Send,
         limit: int,
@@ -457,7 +505,9 @@ class _Session:
         self.owner = owner
         self.rt = owner._host._rt
         self.provider = provider
-        self.actor = actor
+        self.actor = actor.without_credentials()  # what records carry
+        #: The credential the upstream socket was opened with (every turn's).
+        self.credential = credential
         self.upstream = upstream
         self.send = send
         self.limit = limit
@@ -754,6 +804,8 @@ class _Session:
             status=outcome.status,
             http_status=outcome.http_status,
             error=outcome.error,
+            credential=self.credential.kind if self.credential else None,
+            key_name=self.credential.name if self.credential else None,
         )
         self.rt.records.put(ended)
         timings = outcome.timings(time.perf_counter())

@@ -745,3 +745,72 @@ def test_every_frame_that_could_start_a_response_is_recorded(
     assert [p.prompt for p in recorder.of_type(PromptUsage)] == ["escaped", "binary"]
     assert [e.status for e in recorder.of_type(InterceptionEnded)] == ["completed"] * 2
     assert len(fake.websockets[0].messages) == 2  # the unreadable ones never went upstream
+
+
+def test_pooled_keys_fail_over_at_the_handshake(
+    start_bridge: Callable[..., Running], fake: FakeUpstream
+) -> None:
+    """A pooled key the upstream refuses (401) is put aside and the socket
+    opens with the next one; once every key is refused, 429 with Retry-After."""
+    running = start_bridge(provider_keys={"openai": ["sk-revoked", OPENAI_KEY]})
+
+    async def main() -> None:
+        async with (
+            aiohttp.ClientSession() as session,
+            session.ws_connect(ws_url(running), headers=HEADERS) as ws,
+        ):
+            await ws.send_str(create("hello"))
+            await read_turn(ws)
+
+    run(main())
+    recorder = settle(running, 1)
+    [end] = recorder.of_type(InterceptionEnded)
+    assert (end.status, end.credential, end.key_name) == ("completed", "pool", "1")
+    tried = [s.header("authorization") for s in fake.websockets]
+    assert tried == ["Bearer sk-revoked", f"Bearer {OPENAI_KEY}"]
+
+    exhausted = start_bridge(provider_keys={"openai": ["sk-revoked-1", "sk-revoked-2"]})
+
+    async def refused() -> list[tuple[int, str | None]]:
+        out = []
+        async with aiohttp.ClientSession() as session:
+            for _ in range(2):
+                with pytest.raises(aiohttp.WSServerHandshakeError) as error:
+                    await session.ws_connect(ws_url(exhausted), headers=HEADERS)
+                headers = error.value.headers or {}
+                out.append((error.value.status, headers.get("retry-after")))
+        return out
+
+    first, second = run(refused())
+    assert first == (401, None)  # both keys refused on this handshake
+    assert second[0] == 429 and second[1] is not None and int(second[1]) >= 1
+
+
+def test_bring_your_own_key_over_websocket(
+    start_bridge: Callable[..., Running], fake: FakeUpstream
+) -> None:
+    """The BYOK form: the host token in X-AIBridge-Token, the client's own
+    key goes upstream instead of the pool's."""
+    running = start_bridge(provider_keys={"openai": "sk-pool-key-not-accepted"})
+    headers = {
+        "X-AIBridge-Token": HOST_TOKEN,
+        "Authorization": f"Bearer {OPENAI_KEY}",
+        "User-Agent": "codex_exec/0.171.0",
+    }
+
+    async def main() -> None:
+        async with (
+            aiohttp.ClientSession() as session,
+            session.ws_connect(ws_url(running), headers=headers) as ws,
+        ):
+            await ws.send_str(create("my own key"))
+            await read_turn(ws)
+
+    run(main())
+    recorder = settle(running, 1)
+    [end] = recorder.of_type(InterceptionEnded)
+    assert (end.status, end.credential) == ("completed", "byok")
+    [upstream] = fake.websockets
+    assert upstream.header("authorization") == f"Bearer {OPENAI_KEY}"
+    assert upstream.header("x-aibridge-token") is None
+    assert all(HOST_TOKEN not in value for _, value in upstream.headers)
