@@ -333,7 +333,7 @@ class WebSocketSessions:
                 return await self._connect(url, [*headers, *credential.headers], protocols)
             except _UpstreamRefused as refused:
                 if not access.fail_over(credential, refused.status, refused.headers):
-                    raise _upstream_refusal(refused.status) from None
+                    raise _upstream_refusal(refused.status, refused.headers) from None
 
     async def _connect(
         self, url: str, headers: list[tuple[bytes, bytes]], protocols: tuple[str, ...]
@@ -397,13 +397,16 @@ def _offered_protocols(scope: Scope) -> tuple[str, ...]:
     return tuple(str(p) for p in subprotocols)
 
 
-def _upstream_refusal(status: int) -> _Refusal:
+def _upstream_refusal(status: int, headers: Sequence[tuple[bytes, bytes]] = ()) -> _Refusal:
     """How an upstream's refusal of the handshake reaches the client. A
     provider that does not speak WebSocket (404, 400, 426...) becomes 426, on
-    which clients fall back to HTTP at once."""
+    which clients fall back to HTTP at once; a 429 keeps its ``Retry-After``."""
     if status in (401, 403, 429):
+        kept = tuple((k, v) for k, v in headers if k == b"retry-after")
         return _Refusal(
-            status, f"the upstream provider refused the WebSocket connection ({status})"
+            status,
+            f"the upstream provider refused the WebSocket connection ({status})",
+            headers=kept,
         )
     if status >= 500:
         return _Refusal(

@@ -387,13 +387,15 @@ def test_upstream_refusing_the_upgrade(
     back to HTTP at once; credentials and rate refusals keep their status."""
     fake.websocket_status = upstream_status
 
-    async def main() -> int:
+    async def main() -> tuple[int, str | None]:
         async with aiohttp.ClientSession() as session:
             with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
                 await session.ws_connect(ws_url(running), headers=HEADERS)
-            return refused.value.status
+            headers = refused.value.headers or {}
+            return refused.value.status, headers.get("retry-after")
 
-    assert run(main()) == status
+    # The fake's 429 says "Retry-After: 7"; the client hears it too.
+    assert run(main()) == (status, "7" if status == 429 else None)
     running.flush()
     assert running.recorder.records == []
 

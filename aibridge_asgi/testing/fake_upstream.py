@@ -453,7 +453,10 @@ async def _deny(scope: Scope, send: Send, status: int, message: str) -> None:
             {
                 "type": "websocket.http.response.start",
                 "status": status,
-                "headers": [(b"content-type", b"application/json")],
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    *([(b"retry-after", b"7")] if status == 429 else []),
+                ],
             }
         )
         await send({"type": "websocket.http.response.body", "body": body.encode()})
