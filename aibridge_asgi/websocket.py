@@ -59,6 +59,7 @@ from .records import (
     EndStatus,
     InterceptionEnded,
     InterceptionStarted,
+    Record,
     TokenUsage,
     utcnow,
 )
@@ -465,7 +466,9 @@ class _Turn:
         self.outcome = Outcome(rt, began=time.perf_counter())
         self.outcome.upstream_began = self.outcome.began
         # A warm-up carries no user turn: its observer sees no input.
-        self.api = ResponsesInterception(self.interception_id, {} if warmup else body)
+        self.api = ResponsesInterception(
+            self.interception_id, {} if warmup else body, rt.tool_result_content
+        )
         self.started: InterceptionStarted | None = None
         self.ended = False
         if warmup:
@@ -757,7 +760,7 @@ class _Session:
             turn.api.drain()  # a warm-up records nothing of its own
         else:
             for record in turn.api.drain():
-                outcome.emit(record)
+                self._emit(turn, record)
         if name in _TURN_ENDS:
             self.turns.popleft()
             self.wake.set()
@@ -786,9 +789,9 @@ class _Session:
             self.carried.extend(r for r in records if isinstance(r, TokenUsage) and _billed(r))
             return
         for record in records:
-            outcome.emit(record)
+            self._emit(turn, record)
         for usage in self.carried:
-            outcome.emit(dataclasses.replace(usage, interception_id=turn.interception_id))
+            self._emit(turn, dataclasses.replace(usage, interception_id=turn.interception_id))
         self.carried.clear()
         if status == "completed" and not api.complete:
             status, error = "failed", "upstream stream ended before its final event"
@@ -797,6 +800,14 @@ class _Session:
         if status == "completed":
             outcome.error = None
         self._record_end(turn)
+
+    def _emit(self, turn: _Turn, record: Record) -> None:
+        """Hand one record of ``turn`` on; token usage is followed by its
+        :class:`~aibridge_asgi.records.Cost` when the bridge prices calls."""
+        turn.outcome.emit(record)
+        costing = self.rt.costing
+        if costing is not None and isinstance(record, TokenUsage):
+            turn.outcome.emit(costing.cost(record, self.provider, turn.api.model))
 
     def _record_end(self, turn: _Turn) -> None:
         assert turn.started is not None

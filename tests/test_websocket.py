@@ -16,11 +16,13 @@ import pytest
 
 from aibridge_asgi import (
     BridgeHooks,
+    Cost,
     InterceptionEnded,
     InterceptionStarted,
     ModelThought,
     PromptUsage,
     TokenUsage,
+    ToolResult,
     ToolUsage,
 )
 from aibridge_asgi.testing import (
@@ -191,8 +193,12 @@ def test_tool_call_turn_records_tools_and_thoughts(running: Running, fake: FakeU
     assert [(t.interception_id, t.content) for t in thoughts] == [
         (first.interception_id, "Read the notes first.")
     ]
-    # The tool result turn carries no user prompt.
+    # The tool result turn carries no user prompt, and records the result.
     assert [p.interception_id for p in recorder.of_type(PromptUsage)] == [first.interception_id]
+    results = recorder.of_type(ToolResult)
+    assert [(r.interception_id, r.tool_call_id) for r in results] == [
+        (second.interception_id, "call_ws_1")
+    ]
     assert [recorder.ended(s.interception_id).status for s in (first, second)] == [  # type: ignore[union-attr]
         "completed",
         "completed",
@@ -816,3 +822,35 @@ def test_bring_your_own_key_over_websocket(
     assert upstream.header("authorization") == f"Bearer {OPENAI_KEY}"
     assert upstream.header("x-aibridge-token") is None
     assert all(HOST_TOKEN not in value for _, value in upstream.headers)
+
+
+def test_each_turn_is_priced_before_it_ends(running: Running, fake: FakeUpstream) -> None:
+    """A Cost follows each TokenUsage (the warm-up's carried tokens too),
+    before the turn's InterceptionEnded."""
+    fake.warmup_usage = Usage(400, 0)
+
+    async def main() -> None:
+        async with (
+            aiohttp.ClientSession() as session,
+            session.ws_connect(ws_url(running), headers=HEADERS) as ws,
+        ):
+            await ws.send_str(create("", generate=False, input=[]))
+            await read_turn(ws)
+            for prompt in ("one", "two"):
+                await ws.send_str(create(prompt))
+                await read_turn(ws)
+
+    run(main())
+    recorder = settle(running, 2)
+    kinds = [
+        type(r).__name__
+        for r in recorder.records
+        if type(r).__name__ in ("TokenUsage", "Cost", "InterceptionEnded")
+    ]
+    assert kinds == [
+        *("TokenUsage", "Cost", "TokenUsage", "Cost", "InterceptionEnded"),
+        *("TokenUsage", "Cost", "InterceptionEnded"),
+    ]
+    costs = recorder.of_type(Cost)
+    assert all(c.amount is not None and c.amount > 0 for c in costs), costs
+    assert [c.model for c in costs] == ["gpt-5"] * 3
