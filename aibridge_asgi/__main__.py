@@ -203,7 +203,9 @@ def _parser() -> argparse.ArgumentParser:
         help="the bridge's mount URL, e.g. https://host/api/v2/aibridge",
     )
     conf.add_argument("--token", help=f"the host token (default: ${TOKEN_ENV})")
-    conf.add_argument("--api", choices=("anthropic", "openai"), help="for clients that speak both")
+    conf.add_argument(
+        "--api", choices=("anthropic", "openai", "gemini"), help="for clients that speak several"
+    )
     conf.add_argument("--model", help="the model to configure (default: the client's)")
     conf.add_argument(
         "--byok",

@@ -23,7 +23,7 @@ import httpx
 from starlette.types import Receive, Scope, Send
 
 from ._asgi import ClientGone, Runtime, send_error
-from .auth import HOST_CREDENTIALS, extract_token
+from .auth import HOST_CREDENTIALS, extract_token, take_query_token
 from .breaker import CircuitBreakerConfig, CircuitBreakers
 from .config import DEFAULT_MAX_BODY_SIZE, ProviderConfig, RetryPolicy, Timeouts
 from .errors import BridgeError
@@ -48,6 +48,9 @@ logger = logging.getLogger("aibridge_asgi")
 TokenResolver: TypeAlias = Callable[[str], "Actor | Awaitable[Actor | None] | None"]
 
 _BUILTIN_KINDS = ("anthropic", "openai")
+#: Key-map names of the Gemini API: either one configures the ``google``
+#: provider served under ``/gemini/``.
+_GEMINI_NAMES = ("gemini", "google")
 
 
 class Bridge:
@@ -115,16 +118,26 @@ class Bridge:
             return
         keys = self._rt.keys
         byok = keys.split(scope["headers"])
-        token = byok.token if byok else extract_token(scope["headers"], self._token_headers)
+        google = kind == "google"
+        query_token = None
+        if google:
+            # ?key= never goes upstream (nor into anything that shows the URL).
+            query_token, query = take_query_token(scope["query_string"])
+            if query != scope["query_string"]:
+                scope = {**scope, "query_string": query}
+        token = (
+            byok.token
+            if byok
+            else extract_token(scope["headers"], self._token_headers, google=google) or query_token
+        )
         if token is None:
+            where = (
+                "'x-goog-api-key: <token>', 'Authorization: Bearer <token>' or '?key=<token>'"
+                if google
+                else "'Authorization: Bearer <token>' or 'X-Api-Key: <token>'"
+            )
             await send_error(
-                send,
-                kind,
-                BridgeError(
-                    401,
-                    "missing credentials: send your token as "
-                    "'Authorization: Bearer <token>' or 'X-Api-Key: <token>'",
-                ),
+                send, kind, BridgeError(401, f"missing credentials: send your token as {where}")
             )
             return
         try:
@@ -253,10 +266,23 @@ def _providers(
 ) -> dict[str, ProviderConfig]:
     out: dict[str, ProviderConfig] = {}
     base_urls = dict(base_urls or {})
-    for name, key in (provider_keys or {}).items():
+    keys = dict(provider_keys or {})
+    if all(keys.get(n) for n in _GEMINI_NAMES):
+        raise ValueError("provider_keys has both 'gemini' and 'google'; give one of them")
+    gemini_base = [base_urls.pop(n) for n in _GEMINI_NAMES if n in base_urls]
+    if len(gemini_base) > 1:
+        raise ValueError("base_urls has both 'gemini' and 'google'; give one of them")
+    for name, key in keys.items():
+        if name in _GEMINI_NAMES:
+            if key:
+                base = gemini_base[0] if gemini_base else None
+                out["gemini"] = ProviderConfig("gemini", "google", key, base)
+                gemini_base = []
+            continue
         if name not in _BUILTIN_KINDS:
             raise ValueError(
-                f"provider_keys has {name!r}; only 'anthropic' and 'openai' are built in. "
+                f"provider_keys has {name!r}; only 'anthropic', 'openai' and 'gemini' "
+                "(or 'google') are built in. "
                 "Configure other instances with providers=[ProviderConfig(...)]"
             )
         if key:
@@ -300,11 +326,14 @@ def create_bridge(
 
     :param resolve_token: maps the host token a client sent to an
         :class:`Actor`, or ``None`` to refuse it (401).
-    :param provider_keys: ``{"anthropic": key, "openai": key}``; a provider
-        with a non-empty key is enabled. A key may be a pool: a list of keys
-        tried in order (``["k1", "k2"]``), a mapping of names to keys, or
-        :class:`~aibridge_asgi.keys.Key` values (see docs/configuration.md).
-    :param base_urls: upstream base URL overrides for the built-in providers.
+    :param provider_keys: ``{"anthropic": key, "openai": key, "gemini": key}``
+        (``"google"`` is another name for ``"gemini"``); a provider with a
+        non-empty key is enabled. The Gemini API is served under ``/gemini/``.
+        A key may be a pool: a list of keys tried in order (``["k1", "k2"]``),
+        a mapping of names to keys, or :class:`~aibridge_asgi.keys.Key`
+        values (see docs/configuration.md).
+    :param base_urls: upstream base URL overrides for the built-in providers
+        (same names).
     :param providers: further provider instances (:class:`ProviderConfig`),
         each served under ``/{name}/``.
     :param recorder: receives every record, off the response path.

@@ -7,10 +7,15 @@ The host token is looked for, in this order:
 2. ``X-Api-Key: <token>`` (Anthropic SDKs with ``ANTHROPIC_API_KEY``);
 3. each header the host names in ``token_headers``, in its order.
 
+On Gemini routes (``google`` providers) ``x-goog-api-key`` comes first, and
+the ``key`` query parameter last (:func:`take_query_token` removes it from
+the query before anything forwards or shows the URL).
+
 The first non-empty one wins. Upstream requests never carry any of these
-headers, nor ``Cookie``, ``Proxy-Authorization``, ``Coder-Session-Token``,
-hop-by-hop headers, ``Host``, ``Content-Length`` or ``Accept-Encoding``;
-every other header passes through byte for byte.
+headers (``x-goog-api-key`` included), nor ``Cookie``,
+``Proxy-Authorization``, ``Coder-Session-Token``, hop-by-hop headers,
+``Host``, ``Content-Length`` or ``Accept-Encoding``; every other header
+passes through byte for byte.
 
 The bring-your-own-key form (the host token in ``X-AIBridge-Token``, the
 client's own credential forwarded as sent) is read first, by
@@ -22,6 +27,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from urllib.parse import unquote_plus
 
 from .errors import BridgeError
 
@@ -30,6 +36,7 @@ __all__ = [
     "extract_token",
     "request_headers_for_upstream",
     "response_headers_for_client",
+    "take_query_token",
 ]
 
 Headers = Sequence[tuple[bytes, bytes]]
@@ -51,7 +58,14 @@ HOP_BY_HOP = frozenset(
 
 #: Host credentials never sent upstream, whatever the host configures.
 HOST_CREDENTIALS = frozenset(
-    {b"authorization", b"x-api-key", b"cookie", b"proxy-authorization", b"coder-session-token"}
+    {
+        b"authorization",
+        b"x-api-key",
+        b"x-goog-api-key",
+        b"cookie",
+        b"proxy-authorization",
+        b"coder-session-token",
+    }
 )
 
 # A header name (RFC 9110 token) and what a header value must not hold.
@@ -62,13 +76,20 @@ _CONTROL = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
 _REPLACED = frozenset({b"host", b"content-length", b"accept-encoding"})
 
 
-def extract_token(headers: Headers, extra_headers: Sequence[bytes] = ()) -> str | None:
-    """Return the host token from ``headers`` (lower-case names), or ``None``."""
+def extract_token(
+    headers: Headers, extra_headers: Sequence[bytes] = (), *, google: bool = False
+) -> str | None:
+    """Return the host token from ``headers`` (lower-case names), or ``None``.
+
+    With ``google``, ``x-goog-api-key`` is looked at first."""
     bearer: str | None = None
     api_key: str | None = None
+    goog: str | None = None
     extras: dict[bytes, str] = {}
     for name, value in headers:
-        if name == b"authorization" and bearer is None:
+        if google and name == b"x-goog-api-key" and goog is None:
+            goog = value.strip().decode("latin-1")
+        elif name == b"authorization" and bearer is None:
             scheme, _, token = value.partition(b" ")
             if scheme.lower() == b"bearer":
                 bearer = token.strip().decode("latin-1")
@@ -76,10 +97,28 @@ def extract_token(headers: Headers, extra_headers: Sequence[bytes] = ()) -> str 
             api_key = value.strip().decode("latin-1")
         elif name in extra_headers and name not in extras:
             extras[name] = value.strip().decode("latin-1")
-    for candidate in (bearer, api_key, *(extras.get(n) for n in extra_headers)):
+    for candidate in (goog, bearer, api_key, *(extras.get(n) for n in extra_headers)):
         if candidate:
             return candidate
     return None
+
+
+def take_query_token(query_string: bytes) -> tuple[str | None, bytes]:
+    """Split the ``key`` parameter (Gemini clients may send their key there)
+    off a query string: return its first non-empty value and the query
+    without any ``key`` parameter, every other byte kept as it was."""
+    if b"key" not in query_string and b"%" not in query_string:
+        return None, query_string  # (a name may be spelled with escapes: k%65y)
+    token: str | None = None
+    kept: list[bytes] = []
+    for item in query_string.split(b"&"):
+        name, _, value = item.partition(b"=")
+        if unquote_plus(name.decode("latin-1")) == "key":
+            if token is None and value:
+                token = unquote_plus(value.decode("latin-1"), encoding="latin-1")
+            continue
+        kept.append(item)
+    return token, b"&".join(kept)
 
 
 def _connection_tokens(headers: Headers) -> set[bytes]:

@@ -43,7 +43,8 @@ they want, because they differ in what they append:
 - `.../anthropic/v1`: clients built on the AI SDK, which append `/messages`;
 - `.../openai/v1`: OpenAI clients, which append `/chat/completions` or `/responses`;
 - `.../openai`: Goose, which appends `v1/chat/completions` itself;
-- the full endpoint (`.../openai/v1/chat/completions`) for VS Code.
+- the full endpoint (`.../openai/v1/chat/completions`) for VS Code;
+- `.../gemini`: Gemini clients, which append `/v1beta/models/...`.
 
 ## Compatibility
 
@@ -68,7 +69,7 @@ python -m aibridge_asgi configure opencode --api openai --base-url ... --token .
 python -m aibridge_asgi clients      # the table
 ```
 
-`--api anthropic|openai` picks the API for clients that speak both (default:
+`--api anthropic|openai|gemini` picks the API for clients that speak both (default:
 the first listed), `--model` the model, `--format json` gives it as data and
 `--format env` only the `export` lines. `--write` writes the client's config
 file; it never replaces an existing file without asking (or `--force`), and
@@ -209,10 +210,18 @@ def _status(client: Client) -> str:
 
 
 def _compatibility_table() -> str:
-    rows = ["| client | Anthropic API | OpenAI API | status |", "|---|---|---|---|"]
+    rows = [
+        "| client | Anthropic API | OpenAI API | Gemini API | status |",
+        "|---|---|---|---|---|",
+    ]
     for client in CLIENTS:
         link = f"[{client.name}](#{anchor(client.name)})"
-        cells = (link, _api_cell(client, "anthropic"), _api_cell(client, "openai"))
+        cells = (
+            link,
+            _api_cell(client, "anthropic"),
+            _api_cell(client, "openai"),
+            _api_cell(client, "gemini"),
+        )
         rows.append("| " + " | ".join((*cells, _status(client))) + " |")
     return "\n".join(rows)
 

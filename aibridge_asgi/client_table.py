@@ -42,9 +42,9 @@ __all__ = [
     "Wire",
 ]
 
-Api = Literal["anthropic", "openai"]
+Api = Literal["anthropic", "openai", "gemini"]
 #: How the APIs are named in text.
-API_NAMES: dict[Api, str] = {"anthropic": "Anthropic", "openai": "OpenAI"}
+API_NAMES: dict[Api, str] = {"anthropic": "Anthropic", "openai": "OpenAI", "gemini": "Gemini"}
 
 #: The variable that holds the host token for clients whose config files
 #: can refer to the environment (so that those files hold no secret).
@@ -71,6 +71,8 @@ class Slot(enum.Enum):
     CHAT_COMPLETIONS = "chat completions endpoint"
     #: The full Responses endpoint.
     RESPONSES = "responses endpoint"
+    #: ``<mount>/gemini``: Gemini clients append ``/v1beta/models/...``.
+    GEMINI = "gemini base URL"
     TOKEN = "host token"
     MODEL = "model"
     #: The header that carries the host token in the BYOK form (``X-AIBridge-Token``).
@@ -97,6 +99,7 @@ OPENAI = Slot.OPENAI
 OPENAI_V1 = Slot.OPENAI_V1
 CHAT_COMPLETIONS = Slot.CHAT_COMPLETIONS
 RESPONSES = Slot.RESPONSES
+GEMINI = Slot.GEMINI
 TOKEN = Slot.TOKEN
 MODEL = Slot.MODEL
 BYOK_HEADER = Slot.BYOK_HEADER
@@ -230,6 +233,7 @@ class Client:
 #: compatibility suite runs with.
 CLAUDE_MODEL = "claude-sonnet-4-5"
 GPT_MODEL = "gpt-5"
+GEMINI_MODEL = "gemini-2.5-pro"
 #: Where the prompt goes in a ``run`` command.
 PROMPT = "your prompt"
 SUITE = "tests/clients/"
@@ -861,8 +865,42 @@ CLIENTS: tuple[Client, ...] = (
     Client(
         "gemini-cli",
         "Gemini CLI",
-        unsupported="Gemini CLI speaks only Google's Gemini API (its base URL is"
-        " `GOOGLE_GEMINI_BASE_URL`), which the bridge does not serve.",
+        wire=Wire(user_agent_prefixes=("GeminiCLI",)),
+        setups=(
+            Setup(
+                "gemini",
+                "generateContent, streamGenerateContent",
+                model=GEMINI_MODEL,
+                file=ConfigFile(
+                    "~/.gemini/settings.json",
+                    "json",
+                    {
+                        "security": {"auth": {"selectedType": "gemini-api-key"}},
+                        "model": {"name": MODEL},
+                        "privacy": {"usageStatisticsEnabled": False},
+                    },
+                ),
+                env=(("GOOGLE_GEMINI_BASE_URL", GEMINI), ("GEMINI_API_KEY", TOKEN)),
+                run=("gemini",),
+                notes=(
+                    "`GEMINI_API_KEY` goes out as `x-goog-api-key`. The settings pick API-key"
+                    " auth (without it Gemini CLI picks a gateway mode that it refuses in"
+                    " headless runs) and name the model; with the default `auto` model it"
+                    " first asks a small model to route each turn (one more call).",
+                    "`privacy.usageStatisticsEnabled: false` is optional: it stops the usage"
+                    " statistics Gemini CLI otherwise sends to Google directly.",
+                    "Headless runs (`gemini -p ...`) in a folder it has not been told to trust"
+                    " also need `GEMINI_CLI_TRUST_WORKSPACE=true`.",
+                ),
+                verified_by=(
+                    SUITE + "test_gemini_cli.py::test_gemini_cli_prompt",
+                    SUITE + "test_gemini_cli.py::test_gemini_cli_runs_its_read_file_tool",
+                ),
+            ),
+        ),
+        notes=("Tool use included: the suite has it run its `read_file` tool through the bridge.",),
+        pinned="npm:@google/gemini-cli",
+        version="0.61.0",
         aliases=("gemini",),
     ),
     Client(
@@ -920,6 +958,30 @@ CLIENTS: tuple[Client, ...] = (
         ),
         pinned="pypi:anthropic",
         version="2.14.0",
+    ),
+    Client(
+        "google-genai-python",
+        "Google Gen AI SDK for Python",
+        recorded_as="google-genai-python",
+        wire=Wire(user_agent_prefixes=("google-genai-sdk/",), generic=True),
+        setups=(
+            Setup(
+                "gemini",
+                "generateContent, streamGenerateContent",
+                model=GEMINI_MODEL,
+                env=(("GOOGLE_GEMINI_BASE_URL", GEMINI), ("GEMINI_API_KEY", TOKEN)),
+                notes=(
+                    "`genai.Client()` reads both variables; or pass them:"
+                    ' `genai.Client(api_key=..., http_options={"base_url": ...})`.',
+                ),
+                verified_by=(
+                    "tests/test_client_kit.py::"
+                    "test_python_sdk_from_configured_env[google-genai-python]",
+                ),
+            ),
+        ),
+        pinned="pypi:google-genai",
+        version="3.6.1",
     ),
     Client(
         "openai-node",

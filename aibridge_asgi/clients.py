@@ -81,7 +81,7 @@ def bridge_urls(base_url: str) -> dict[Slot, str]:
     if parts.query or parts.fragment:
         raise ValueError(f"base URL must have no query or fragment: {base_url!r}")
     base = base_url.strip().rstrip("/")
-    for suffix in ("/anthropic/v1", "/anthropic", "/openai/v1", "/openai"):
+    for suffix in ("/anthropic/v1", "/anthropic", "/openai/v1", "/openai", "/gemini"):
         if base.endswith(suffix):
             raise ValueError(
                 f"base URL is the bridge's mount URL: drop {suffix!r} from {base_url!r}"
@@ -93,6 +93,7 @@ def bridge_urls(base_url: str) -> dict[Slot, str]:
         Slot.OPENAI_V1: base + "/openai/v1",
         Slot.CHAT_COMPLETIONS: base + "/openai/v1/chat/completions",
         Slot.RESPONSES: base + "/openai/v1/responses",
+        Slot.GEMINI: base + "/gemini",
     }
 
 

@@ -19,13 +19,15 @@ __all__ = [
     "Timeouts",
 ]
 
-ProviderKind: TypeAlias = Literal["anthropic", "openai"]
+ProviderKind: TypeAlias = Literal["anthropic", "openai", "google"]
 
 #: Where each kind's upstream lives by default. Anthropic's base has no
-#: ``/v1`` (clients send ``/v1/messages``); OpenAI's includes it.
+#: ``/v1`` (clients send ``/v1/messages``); OpenAI's includes it; Google's
+#: has no version (clients send ``/v1beta/models/...`` or ``/v1/models/...``).
 DEFAULT_BASE_URLS: Mapping[str, str] = {
     "anthropic": "https://api.anthropic.com",
     "openai": "https://api.openai.com/v1",
+    "google": "https://generativelanguage.googleapis.com",
 }
 
 #: Request bodies above this are refused with 413. Long Claude Code sessions
@@ -51,6 +53,10 @@ class ProviderConfig:
     * ``openai``: served at ``/{name}/v1/chat/completions`` and
       ``/{name}/v1/responses``; the key goes as ``Authorization: Bearer``
       unless ``key_header`` names another header (Azure uses ``api-key``).
+    * ``google``: the Gemini API, served at
+      ``/{name}/v1beta/models/{model}:generateContent`` and
+      ``:streamGenerateContent`` (and their ``/v1/`` forms); the key goes
+      upstream as ``x-goog-api-key``.
 
     ``api_key`` is one key or a pool of them (a list, tried in order, or a
     mapping of names to keys; see :mod:`aibridge_asgi.keys`).
@@ -66,7 +72,7 @@ class ProviderConfig:
     headers: Mapping[str, str] = field(default_factory=_no_headers)
 
     def __post_init__(self) -> None:
-        if self.kind not in ("anthropic", "openai"):
+        if self.kind not in ("anthropic", "openai", "google"):
             raise ValueError(f"provider {self.name!r}: unknown kind {self.kind!r}")
         if not _NAME.match(self.name):
             raise ValueError(

@@ -2,6 +2,7 @@
 
 Anthropic: ``{"type": "error", "error": {"type": ..., "message": ...}}``.
 OpenAI: ``{"error": {"message": ..., "type": ..., "param": null, "code": ...}}``.
+Google (Gemini API): ``{"error": {"code": 404, "message": ..., "status": "NOT_FOUND"}}``.
 Where the provider is unknown (a path outside every mount) the body carries
 both shapes' fields, which both SDK families read.
 """
@@ -34,14 +35,38 @@ _KINDS: dict[int, tuple[str, str, str]] = {
 }
 
 
+# status -> Google's canonical status name (google.rpc.Code)
+_GOOGLE_STATUS: dict[int, str] = {
+    400: "INVALID_ARGUMENT",
+    401: "UNAUTHENTICATED",
+    403: "PERMISSION_DENIED",
+    404: "NOT_FOUND",
+    405: "UNIMPLEMENTED",
+    408: "DEADLINE_EXCEEDED",
+    413: "INVALID_ARGUMENT",
+    415: "INVALID_ARGUMENT",
+    426: "FAILED_PRECONDITION",
+    429: "RESOURCE_EXHAUSTED",
+    500: "INTERNAL",
+    501: "UNIMPLEMENTED",
+    502: "UNAVAILABLE",
+    503: "UNAVAILABLE",
+    504: "DEADLINE_EXCEEDED",
+}
+
+
 def error_body(kind: str | None, status: int, message: str, code: str | None = None) -> bytes:
     """Return the JSON error body for ``status`` in the shape of ``kind``.
 
-    ``kind`` is ``"anthropic"``, ``"openai"`` or ``None`` (unknown provider).
+    ``kind`` is ``"anthropic"``, ``"openai"``, ``"google"`` or ``None``
+    (unknown provider).
     """
     anthropic_type, openai_type, default_code = _KINDS.get(status, _KINDS[500])
-    if kind == "anthropic":
-        body: object = {"type": "error", "error": {"type": anthropic_type, "message": message}}
+    if kind == "google":
+        name = _GOOGLE_STATUS.get(status, "UNKNOWN")
+        body: object = {"error": {"code": status, "message": message, "status": name}}
+    elif kind == "anthropic":
+        body = {"type": "error", "error": {"type": anthropic_type, "message": message}}
     elif kind == "openai":
         body = {
             "error": {

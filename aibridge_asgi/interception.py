@@ -44,8 +44,8 @@ from .hooks import Timings
 from .hooks import call as call_hooks
 from .keys import Access
 from .records import Actor, InterceptionEnded, InterceptionStarted, TokenUsage, utcnow
-from .relay import Outcome, relay_body, relay_stream
-from .routing import RESPONSES, Route
+from .relay import Outcome, relay_body, relay_json_array, relay_stream
+from .routing import RESPONSES, STREAM_GENERATE_CONTENT, Route
 from .upstream import (
     UpstreamRequestInvalid,
     UpstreamResponse,
@@ -93,11 +93,11 @@ def _parse_request(raw: bytes) -> dict[str, Any]:
     return body
 
 
-def _check_request(body: dict[str, Any], route: str) -> None:
-    """400 for a missing model or a non-boolean stream; 501 for what the
-    bridge does not support."""
+def _check_request(body: dict[str, Any], route: str, path_model: str | None) -> None:
+    """400 for a missing model (unless the path names it) or a non-boolean
+    stream; 501 for what the bridge does not support."""
     model = body.get("model")
-    if not isinstance(model, str) or not model:
+    if path_model is None and (not isinstance(model, str) or not model):
         raise BridgeError(400, "'model' is required and must be a non-empty string")
     stream = body.get("stream", False)
     if stream is not None and not isinstance(stream, bool):
@@ -147,14 +147,14 @@ async def intercept(
         _check_content_type(headers.get("content-type"))
         raw = await read_body(rt, scope, receive)
         body = _parse_request(raw)
-        _check_request(body, route.api)
+        _check_request(body, route.api, route.model)
     except BridgeError as exc:
         refusal = exc
     except ClientGone:
         gone = True
 
     client, session_id = detect_client(headers, body)
-    model = body.get("model") if body is not None else None
+    model = route.model or (body.get("model") if body is not None else None)
     started = InterceptionStarted(
         interception_id=interception_id,
         actor=actor.without_credentials(),
@@ -162,7 +162,9 @@ async def intercept(
         provider_name=provider.name,
         model=clean_text(model) if isinstance(model, str) else "",
         route=route.api,
-        streaming=bool(body and body.get("stream") is True),
+        streaming=(
+            route.api == STREAM_GENERATE_CONTENT or bool(body and body.get("stream") is True)
+        ),
         client=client,
         client_session_id=clean_text(session_id),
         user_agent=headers.get("user-agent"),
@@ -180,7 +182,9 @@ async def intercept(
             await send_error(send, provider.kind, refusal, (id_header,))
         else:
             assert body is not None
-            api = interception_for(route.api, interception_id, body, rt.tool_result_content)
+            api = interception_for(
+                route.api, interception_id, body, rt.tool_result_content, route.model
+            )
             await _exchange(rt, scope, receive, send, route, api, raw, id_header, outcome, access)
     except asyncio.CancelledError:
         outcome.status, outcome.error = "cancelled", "bridge shut down during the call"
@@ -455,7 +459,7 @@ async def _call(
     access: Access,
 ) -> None:
     # The circuit breaker's key: provider instance, route, model.
-    key = (route.provider.name, route.api or "", str(api.body.get("model", "")))
+    key = (route.provider.name, route.api or "", api.model)
     body = api.upstream_body(raw)
     response = await _send_upstream(
         rt, send, route, api, url, headers, body, id_header, outcome, key, access
@@ -467,6 +471,8 @@ async def _call(
         content_type = next((v for k, v in response.headers if k == b"content-type"), b"")
         if content_type.startswith(b"text/event-stream"):
             await relay_stream(rt, send, api, response, id_header, outcome)
+        elif api.streams_json_array and response.status < 400:
+            await relay_json_array(rt, send, api, response, id_header, outcome)
         else:
             await relay_body(rt, send, route.provider.kind, api, response, id_header, outcome)
         verdict = api.overloaded

@@ -150,6 +150,8 @@ def auth_header(kind: str, key_header: str | None, secret: str) -> tuple[bytes, 
         return (name.encode(), secret.encode())
     if kind == "anthropic":
         return (b"x-api-key", secret.encode())
+    if kind == "google":
+        return (b"x-goog-api-key", secret.encode())
     return (b"authorization", b"Bearer " + secret.encode())
 
 

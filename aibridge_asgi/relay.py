@@ -1,9 +1,12 @@
 """Relaying an upstream answer to the client: the hot path.
 
 SSE answers go out event by event, byte for byte, as they arrive; a copy of
-each event goes to the API's sans-IO observer on the way. Other answers are
-read whole (they are small JSON documents), observed, and sent unchanged.
-During upstream silence a started stream gets SSE comment lines.
+each event goes to the API's sans-IO observer on the way. A streamed JSON
+array (Gemini without ``alt=sse``) goes out chunk by chunk as it arrives,
+its elements observed on the way. Other answers are read whole (they are
+small JSON documents), observed, and sent unchanged. During upstream
+silence a started SSE stream gets SSE comment lines (a JSON array cannot
+take any: it gets none).
 """
 
 from __future__ import annotations
@@ -22,11 +25,12 @@ from .apis import ApiInterception
 from .auth import response_headers_for_client
 from .hooks import Timings
 from .hooks import call as call_hooks
+from .jsonarray import JSONArraySplitter
 from .records import EndStatus, Record, TokenUsage
 from .sse import SSEEvent, SSEScanner
 from .upstream import UpstreamResponse, UpstreamStreamError
 
-__all__ = ["KEEPALIVE_COMMENT", "Outcome", "relay_body", "relay_stream"]
+__all__ = ["KEEPALIVE_COMMENT", "Outcome", "relay_body", "relay_json_array", "relay_stream"]
 
 logger = logging.getLogger("aibridge_asgi")
 
@@ -303,3 +307,85 @@ async def relay_stream(
     else:
         outcome.status = "completed"
     await send({"type": "http.response.body", "body": rest, "more_body": False})
+
+
+async def relay_json_array(
+    rt: Runtime,
+    send: Send,
+    api: ApiInterception,
+    response: UpstreamResponse,
+    id_header: tuple[bytes, bytes],
+    outcome: Outcome,
+) -> None:
+    """Relay a streamed JSON array chunk by chunk, byte for byte, handing
+    each complete element to the observer. A compressed body is relayed
+    decoded, like an SSE stream."""
+    headers = response_headers_for_client(response.headers)
+    encoding = content_encoding(response.headers)
+    decoder = None
+    if encoding in _ZLIB_ENCODINGS:
+        decoder = zlib.decompressobj(_ZLIB_WBITS)
+        headers = [(k, v) for k, v in headers if k != b"content-encoding"]
+    elif encoding:
+        await _relay_unread(send, response, [*headers, id_header], encoding, outcome)
+        return
+    headers.append(id_header)
+    outcome.response_started = True
+    outcome.http_status = response.status
+    await send({"type": "http.response.start", "status": response.status, "headers": headers})
+
+    splitter = JSONArraySplitter()
+    observing = True
+
+    def observe(data: bytes) -> None:
+        nonlocal observing
+        if not observing:
+            return
+        try:
+            for element in splitter.feed(data):
+                api.on_element(element)
+        except Exception:
+            logger.exception("stream observer failed; relaying without it")
+            observing = False
+            api.error = "the bridge could not follow this stream"
+        for record in api.drain():
+            outcome.emit(record)
+
+    broke: UpstreamStreamError | None = None
+    try:
+        async for item in response.iter_raw():
+            if decoder is not None:
+                try:
+                    item = decoder.decompress(item)
+                except zlib.error:
+                    broke = UpstreamStreamError(f"upstream sent corrupt {encoding!r} data")
+                    break
+            if item:
+                observe(item)
+                await send({"type": "http.response.body", "body": item, "more_body": True})
+    except UpstreamStreamError as exc:
+        broke = exc
+    finally:
+        outcome.upstream_ended = time.perf_counter()
+    if decoder is not None and broke is None:
+        tail = decoder.flush()
+        if tail:
+            observe(tail)
+            await send({"type": "http.response.body", "body": tail, "more_body": True})
+    rest = splitter.finish()
+    if broke is not None:
+        outcome.error = str(broke)
+        if rt.hooks:
+            call_hooks(rt.hooks, "upstream_failed", api.interception_id, 502, str(broke))
+        return  # leave the response cut, as the upstream cut it
+    if observing and not splitter.is_array and rest.strip():
+        api.on_body(rest)  # one object where an array was expected
+        for record in api.drain():
+            outcome.emit(record)
+    if api.error is not None:
+        outcome.error = api.error
+    elif (splitter.is_array and not splitter.closed) or not api.complete:
+        outcome.error = "upstream stream ended before its final event"
+    else:
+        outcome.status = "completed"
+    await send({"type": "http.response.body", "body": b"", "more_body": False})

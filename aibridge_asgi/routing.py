@@ -14,12 +14,24 @@ from dataclasses import dataclass
 
 from .config import ProviderConfig
 
-__all__ = ["CHAT_COMPLETIONS", "MESSAGES", "RESPONSES", "Route", "match_route", "route_path"]
+__all__ = [
+    "CHAT_COMPLETIONS",
+    "GENERATE_CONTENT",
+    "MESSAGES",
+    "RESPONSES",
+    "STREAM_GENERATE_CONTENT",
+    "Route",
+    "match_route",
+    "route_path",
+]
 
 #: Names of the bridged APIs, as recorded in ``InterceptionStarted.route``.
 MESSAGES = "/v1/messages"
 CHAT_COMPLETIONS = "/chat/completions"
 RESPONSES = "/responses"
+#: The Gemini API's two generation methods (the model is in the path).
+GENERATE_CONTENT = ":generateContent"
+STREAM_GENERATE_CONTENT = ":streamGenerateContent"
 
 # An id segment: no dots first (so never "." or ".."), no slashes, no "%".
 _ID = r"[A-Za-z0-9_][A-Za-z0-9._:@~+=-]{0,255}"
@@ -28,6 +40,13 @@ _ANTHROPIC_BRIDGED = {"/v1/messages": MESSAGES}
 _ANTHROPIC_PASSTHROUGH = re.compile(rf"^/v1/(?:models|models/{_ID}|messages/count_tokens)$")
 _OPENAI_BRIDGED = {"/chat/completions": CHAT_COMPLETIONS, "/responses": RESPONSES}
 _OPENAI_PASSTHROUGH = re.compile(rf"^/(?:models|models/{_ID}|responses/{_ID}(?:/{_ID})*)$")
+
+# Gemini: /v1beta/models/{model}:method (or /v1/...). A model id has no ":".
+_MODEL = r"[A-Za-z0-9_][A-Za-z0-9._@~+=-]{0,255}"
+_GEMINI_BRIDGED = re.compile(
+    rf"^/v1(?:beta)?/models/(?P<model>{_MODEL})(?P<method>:generateContent|:streamGenerateContent)$"
+)
+_GEMINI_PASSTHROUGH = re.compile(rf"^/v1(?:beta)?/models(?:/{_MODEL}(?::countTokens)?)?$")
 
 _SAFE_PATH = re.compile(r"^(?:/[A-Za-z0-9_][A-Za-z0-9._:@~+=-]*)*/?$")
 
@@ -40,6 +59,8 @@ class Route:
     provider: ProviderConfig
     api: str | None
     upstream_path: str
+    #: The model named in the path (Gemini), else ``None`` (it is in the body).
+    model: str | None = None
 
 
 def route_path(scope_path: str, root_path: str, raw_path: bytes | None) -> str | None:
@@ -78,6 +99,13 @@ def match_route(
         if api is not None:
             return Route(provider, api, rest)
         if _ANTHROPIC_PASSTHROUGH.match(rest):
+            return Route(provider, None, rest)
+        return provider
+    if provider.kind == "google":
+        m = _GEMINI_BRIDGED.match(rest)
+        if m is not None:
+            return Route(provider, m["method"], rest, m["model"])
+        if _GEMINI_PASSTHROUGH.match(rest):
             return Route(provider, None, rest)
         return provider
     if not rest.startswith("/v1/"):

@@ -12,6 +12,7 @@ import pytest
 from aibridge_asgi import Actor, Bridge, create_bridge
 from aibridge_asgi.testing import (
     ANTHROPIC_KEY,
+    GOOGLE_KEY,
     OPENAI_KEY,
     FakeUpstream,
     InMemoryRecorder,
@@ -72,8 +73,14 @@ def start_bridge(upstream: ServerThread) -> Iterator[Callable[..., Running]]:
         prefix: str = "",
         **options: Any,
     ) -> Running:
-        options.setdefault("provider_keys", {"anthropic": ANTHROPIC_KEY, "openai": OPENAI_KEY})
-        options.setdefault("base_urls", {"anthropic": upstream.url, "openai": upstream.url + "/v1"})
+        options.setdefault(
+            "provider_keys",
+            {"anthropic": ANTHROPIC_KEY, "openai": OPENAI_KEY, "gemini": GOOGLE_KEY},
+        )
+        options.setdefault(
+            "base_urls",
+            {"anthropic": upstream.url, "openai": upstream.url + "/v1", "gemini": upstream.url},
+        )
         options.setdefault("resolve_token", resolve)
         recorder = recorder if recorder is not None else InMemoryRecorder()
         bridge = create_bridge(recorder=recorder, **options)

@@ -17,7 +17,7 @@ import openai
 import pytest
 
 from aibridge_asgi import Timeouts
-from aibridge_asgi.testing import ANTHROPIC_KEY, OPENAI_KEY, FakeResponse, FakeUpstream
+from aibridge_asgi.testing import ANTHROPIC_KEY, GOOGLE_KEY, OPENAI_KEY, FakeResponse, FakeUpstream
 
 from .conftest import HOST_TOKEN, Running
 
@@ -60,8 +60,8 @@ ANTHROPIC_TYPES = {
 
 
 def assert_no_secrets(response: httpx.Response) -> None:
-    """Neither provider key appears anywhere in a response."""
-    for secret in (ANTHROPIC_KEY, OPENAI_KEY):
+    """No provider key appears anywhere in a response."""
+    for secret in (ANTHROPIC_KEY, OPENAI_KEY, GOOGLE_KEY):
         assert secret.encode() not in response.content
         for name, value in response.headers.items():
             assert secret not in name and secret not in value, name
@@ -99,9 +99,44 @@ def assert_openai_error(response: httpx.Response, status: int) -> dict[str, Any]
     return body
 
 
+# Google's canonical status names (google.rpc.Code) a status may carry.
+GOOGLE_STATUSES = {
+    400: {"INVALID_ARGUMENT", "FAILED_PRECONDITION"},
+    401: {"UNAUTHENTICATED"},
+    403: {"PERMISSION_DENIED"},
+    404: {"NOT_FOUND"},
+    405: {"UNIMPLEMENTED"},
+    413: {"INVALID_ARGUMENT"},
+    415: {"INVALID_ARGUMENT"},
+    429: {"RESOURCE_EXHAUSTED"},
+    500: {"INTERNAL"},
+    501: {"UNIMPLEMENTED"},
+    502: {"UNAVAILABLE"},
+    503: {"UNAVAILABLE"},
+    504: {"DEADLINE_EXCEEDED"},
+}
+
+
+def assert_google_error(response: httpx.Response, status: int) -> dict[str, Any]:
+    """An error in Google's shape: ``{"error":{"code","message","status"}}``."""
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"].startswith("application/json")
+    body = response.json()
+    assert set(body) == {"error"}, body
+    error = body["error"]
+    assert set(error) == {"code", "message", "status"}, body
+    assert error["code"] == status, body
+    assert isinstance(error["message"], str) and error["message"], body
+    assert error["status"] in GOOGLE_STATUSES[status], body
+    assert_no_secrets(response)
+    return body
+
+
 def assert_error(response: httpx.Response, kind: str | None, status: int) -> dict[str, Any]:
     """An error in the shape of provider ``kind`` (``None``: any shape with
     ``error.message``)."""
+    if kind == "google":
+        return assert_google_error(response, status)
     if kind == "anthropic":
         return assert_anthropic_error(response, status)
     if kind == "openai":

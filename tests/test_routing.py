@@ -250,7 +250,10 @@ def test_unknown_paths_are_404_in_the_providers_shape(
         ("GET", "/", None),
         ("GET", "/v1/models", None),
         ("POST", "/v1/messages", None),
-        ("POST", "/gemini/v1beta/models/x:generateContent", None),
+        ("POST", "/gemini/v1beta/models/x:embedContent", "google"),
+        ("GET", "/gemini/v1beta/tunedModels", "google"),
+        ("POST", "/gemini/v2/models/x:generateContent", "google"),
+        ("POST", "/google/v1beta/models/x:generateContent", None),
         ("GET", "/api/hello", None),
     ]
     for method, path, kind in cases:

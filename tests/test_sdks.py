@@ -11,6 +11,9 @@ from typing import Any
 import anthropic
 import openai
 import pytest
+from google import genai
+from google.genai import errors as genai_errors
+from google.genai import types as genai_types
 
 from aibridge_asgi import (
     Bridge,
@@ -22,6 +25,7 @@ from aibridge_asgi import (
 )
 from aibridge_asgi.testing import (
     ANTHROPIC_KEY,
+    GOOGLE_KEY,
     OPENAI_KEY,
     FakeResponse,
     FakeUpstream,
@@ -36,6 +40,9 @@ from aibridge_asgi.testing.streams import (
     anthropic_message,
     chat_completion,
     chat_events,
+    gemini_error,
+    gemini_events,
+    gemini_response,
     response_events,
     response_object,
     sse,
@@ -83,8 +90,12 @@ def shared() -> Iterator[_Shared]:
     with ServerThread(swap) as upstream:
         bridge = create_bridge(
             resolve,
-            {"anthropic": ANTHROPIC_KEY, "openai": OPENAI_KEY},
-            base_urls={"anthropic": upstream.url, "openai": upstream.url + "/v1"},
+            {"anthropic": ANTHROPIC_KEY, "openai": OPENAI_KEY, "gemini": GOOGLE_KEY},
+            base_urls={
+                "anthropic": upstream.url,
+                "openai": upstream.url + "/v1",
+                "gemini": upstream.url,
+            },
             recorder=swap,
         )
         with ServerThread(bridge) as server:
@@ -119,6 +130,10 @@ def _no_sdk_environment(monkeypatch: pytest.MonkeyPatch) -> None:
         "OPENAI_BASE_URL",
         "OPENAI_ORG_ID",
         "OPENAI_PROJECT_ID",
+        "GEMINI_API_KEY",
+        "GOOGLE_API_KEY",
+        "GOOGLE_GEMINI_BASE_URL",
+        "GOOGLE_GENAI_USE_VERTEXAI",
     ):
         monkeypatch.delenv(name, raising=False)
 
@@ -574,3 +589,131 @@ def test_openai_sdk_sees_upstream_errors_as_direct(
     bridged = call(running.url + "/openai/v1", HOST_TOKEN)
     assert bridged == call(upstream.url + "/v1", OPENAI_KEY)
     assert bridged["code"] == "rate_limit_exceeded"
+
+
+# -- Gemini (google-genai) -----------------------------------------------------
+
+GEMINI_MODEL = "gemini-2.5-pro"
+GEMINI_PATH = f"/v1/models/{GEMINI_MODEL}"  # google-genai 3 calls v1
+GEMINI_CALL = ToolCall("get_weather", {"city": "Paris", "unit": "celsius"}, id="")
+
+
+def gemini_script(fake: FakeUpstream) -> None:
+    opts: dict[str, Any] = {
+        "model": GEMINI_MODEL,
+        "tool_calls": [GEMINI_CALL],
+        "thinking": THINKING,
+        "usage": USAGE,
+    }
+    answer = gemini_response(TEXT, **opts)
+    fake.enqueue(FakeResponse.json(answer), path=GEMINI_PATH + ":generateContent")
+    fake.enqueue(
+        FakeResponse.sse(gemini_events(TEXT, **opts)), path=GEMINI_PATH + ":streamGenerateContent"
+    )
+
+
+def _dump(response: genai_types.GenerateContentResponse) -> dict[str, Any]:
+    # sdk_http_response holds the transport's headers (dates, the bridge's id).
+    return response.model_dump(mode="json", exclude={"sdk_http_response"})
+
+
+def gemini_calls(client: genai.Client) -> dict[str, Any]:
+    prompt = "What is the answer?"
+    out: dict[str, Any] = {}
+    out["generate"] = _dump(client.models.generate_content(model=GEMINI_MODEL, contents=prompt))
+    out["stream"] = [
+        _dump(c) for c in client.models.generate_content_stream(model=GEMINI_MODEL, contents=prompt)
+    ]
+    return out
+
+
+async def gemini_calls_async(client: genai.Client) -> dict[str, Any]:
+    prompt = "What is the answer?"
+    out: dict[str, Any] = {}
+    answer = await client.aio.models.generate_content(model=GEMINI_MODEL, contents=prompt)
+    out["generate"] = _dump(answer)
+    stream = await client.aio.models.generate_content_stream(model=GEMINI_MODEL, contents=prompt)
+    out["stream"] = [_dump(c) async for c in stream]
+    return out
+
+
+def _gemini_client(base_url: str, key: str) -> genai.Client:
+    options = genai_types.HttpOptions(base_url=base_url, retry_options=None)
+    return genai.Client(api_key=key, http_options=options)
+
+
+def check_gemini(out: dict[str, Any], running: Running, fake: FakeUpstream) -> None:
+    parts = out["generate"]["candidates"][0]["content"]["parts"]
+    assert [p.get("thought") for p in parts] == [True, None, None]
+    assert parts[2]["function_call"]["args"] == GEMINI_CALL.arguments
+    assert out["generate"]["usage_metadata"]["cached_content_token_count"] == USAGE.cache_read
+    streamed = "".join(
+        p.get("text") or ""
+        for chunk in out["stream"]
+        for p in chunk["candidates"][0]["content"]["parts"]
+        if not p.get("thought")
+    )
+    assert streamed == TEXT
+    ends = running.recorder.wait_ended(2)
+    running.flush()
+    assert [e.status for e in ends] == ["completed", "completed"]
+    starts = running.recorder.of_type(InterceptionStarted)
+    assert [(s.route, s.model, s.client) for s in starts] == [
+        (":generateContent", GEMINI_MODEL, "google-genai-python"),
+        (":streamGenerateContent", GEMINI_MODEL, "google-genai-python"),
+    ]
+    usages = running.recorder.of_type(TokenUsage)
+    assert [(u.input_tokens, u.output_tokens, u.cache_read_input_tokens) for u in usages] == [
+        (USAGE.input_tokens, USAGE.output_tokens, USAGE.cache_read)
+    ] * 2
+    tools = running.recorder.of_type(ToolUsage)
+    assert [(t.tool, t.args) for t in tools] == [(GEMINI_CALL.name, GEMINI_CALL.arguments)] * 2
+    bridged = fake.requests[:2]
+    assert [r.header("x-goog-api-key") for r in bridged] == [GOOGLE_KEY] * 2
+    assert [r.query for r in bridged] == ["", "alt=sse"]
+
+
+def test_google_genai_sdk(running: Running, upstream: ServerThread, fake: FakeUpstream) -> None:
+    """google-genai gets the same parsed results through the bridge as directly."""
+    gemini_script(fake)
+    bridged = gemini_calls(_gemini_client(running.url + "/gemini", HOST_TOKEN))
+    gemini_script(fake)
+    assert bridged == gemini_calls(_gemini_client(upstream.url, GOOGLE_KEY))
+    check_gemini(bridged, running, fake)
+
+
+def test_google_genai_sdk_async(
+    running: Running, upstream: ServerThread, fake: FakeUpstream
+) -> None:
+    gemini_script(fake)
+    bridged = asyncio.run(gemini_calls_async(_gemini_client(running.url + "/gemini", HOST_TOKEN)))
+    gemini_script(fake)
+    assert bridged == asyncio.run(gemini_calls_async(_gemini_client(upstream.url, GOOGLE_KEY)))
+    check_gemini(bridged, running, fake)
+
+
+def test_google_genai_sdk_reads_the_errors(
+    running: Running, upstream: ServerThread, fake: FakeUpstream
+) -> None:
+    """Upstream errors reach the SDK as they would directly; the bridge's own
+    errors (a bad host token) parse as Google errors too."""
+    body = gemini_error(429, "Resource has been exhausted.", "RESOURCE_EXHAUSTED")
+
+    def call(base_url: str, key: str) -> tuple[int, str | None, str | None]:
+        fake.enqueue(FakeResponse.json(body, status=429), path=GEMINI_PATH + ":generateContent")
+        client = _gemini_client(base_url, key)  # kept: the SDK closes it when collected
+        with pytest.raises(genai_errors.ClientError) as info:
+            client.models.generate_content(model=GEMINI_MODEL, contents="x")
+        return (info.value.code, info.value.status, info.value.message)
+
+    bridged = call(running.url + "/gemini", HOST_TOKEN)
+    assert (
+        bridged
+        == call(upstream.url, GOOGLE_KEY)
+        == (429, "RESOURCE_EXHAUSTED", body["error"]["message"])
+    )
+    client = _gemini_client(running.url + "/gemini", "not-a-host-token")
+    with pytest.raises(genai_errors.ClientError) as info:
+        client.models.generate_content(model=GEMINI_MODEL, contents="x")
+    assert (info.value.code, info.value.status) == (401, "UNAUTHENTICATED")
+    assert info.value.message == "invalid credentials"

@@ -8,20 +8,29 @@ from typing import Any
 
 from .anthropic_messages import MessagesInterception
 from .base import ApiInterception
+from .gemini import GenerateContentInterception, StreamGenerateContentInterception
 from .openai_chat import ChatCompletionsInterception
 from .openai_responses import ResponsesInterception
 
 __all__ = [
     "ApiInterception",
     "ChatCompletionsInterception",
+    "GenerateContentInterception",
     "MessagesInterception",
     "ResponsesInterception",
+    "StreamGenerateContentInterception",
     "interception_for",
 ]
 
 _BY_ROUTE: dict[str, type[ApiInterception]] = {
     cls.route: cls
-    for cls in (MessagesInterception, ChatCompletionsInterception, ResponsesInterception)
+    for cls in (
+        MessagesInterception,
+        ChatCompletionsInterception,
+        ResponsesInterception,
+        GenerateContentInterception,
+        StreamGenerateContentInterception,
+    )
 }
 
 
@@ -30,7 +39,9 @@ def interception_for(
     interception_id: str,
     body: Mapping[str, Any],
     tool_result_content: int | None = None,
+    model: str | None = None,
 ) -> ApiInterception:
     """Create the interception object for a bridged ``route``
-    (``tool_result_content``: see :class:`~aibridge_asgi.records.ToolResult`)."""
-    return _BY_ROUTE[route](interception_id, body, tool_result_content)
+    (``tool_result_content``: see :class:`~aibridge_asgi.records.ToolResult`;
+    ``model``: the model named in the path, for APIs that put it there)."""
+    return _BY_ROUTE[route](interception_id, body, tool_result_content, model)

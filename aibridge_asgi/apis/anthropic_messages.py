@@ -34,8 +34,9 @@ class MessagesInterception(ApiInterception):
         interception_id: str,
         body: Mapping[str, Any],
         tool_result_content: int | None = None,
+        model: str | None = None,
     ) -> None:
-        super().__init__(interception_id, body, tool_result_content)
+        super().__init__(interception_id, body, tool_result_content, model)
         self._blocks: dict[int, dict[str, Any]] = {}
         self._stopped = False
 

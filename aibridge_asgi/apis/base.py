@@ -20,7 +20,14 @@ __all__ = ["ApiInterception", "ReturnedResult", "clean_text", "parse_args", "tex
 ReturnedResult = tuple[Any, bool, Any]
 
 _SYSTEM_REMINDER = "<system-reminder>"
-_OVERLOAD_WORDS = ("overloaded", "rate_limit", "server_error", "capacity", "unavailable")
+_OVERLOAD_WORDS = (
+    "overloaded",
+    "rate_limit",
+    "server_error",
+    "capacity",
+    "unavailable",
+    "resource_exhausted",
+)
 
 
 def parse_args(raw: str) -> Any:
@@ -117,11 +124,14 @@ class ApiInterception:
         interception_id: str,
         body: Mapping[str, Any],
         tool_result_content: int | None = None,
+        model: str | None = None,
     ) -> None:
         self.interception_id = interception_id
         self.body = body
-        model = body.get("model")
-        #: The model the client asked for (as recorded in InterceptionStarted).
+        if model is None:
+            model = body.get("model")
+        #: The model the client asked for (as recorded in InterceptionStarted):
+        #: the body's ``model``, or the path's where the API puts it there (Gemini).
         self.model: str = clean_text(model) if isinstance(model, str) else ""
         self.response_id = ""
         #: Set when the upstream reported an error inside a 200 response,
@@ -163,6 +173,14 @@ class ApiInterception:
 
     def on_body(self, body: bytes) -> None:
         """Observe a whole non-streamed JSON response body."""
+        raise NotImplementedError
+
+    #: True for APIs that stream a JSON array (not SSE) unless told otherwise
+    #: (Gemini's ``streamGenerateContent`` without ``alt=sse``).
+    streams_json_array = False
+
+    def on_element(self, element: bytes) -> None:
+        """Observe one element of a streamed JSON array answer."""
         raise NotImplementedError
 
     @property

@@ -115,8 +115,9 @@ class ChatCompletionsInterception(ApiInterception):
         interception_id: str,
         body: Mapping[str, Any],
         tool_result_content: int | None = None,
+        model: str | None = None,
     ) -> None:
-        super().__init__(interception_id, body, tool_result_content)
+        super().__init__(interception_id, body, tool_result_content, model)
         options = body.get("stream_options")
         asked = isinstance(options, dict) and options.get("include_usage") is True
         #: True when the bridge adds include_usage and hides the usage chunk.

@@ -42,8 +42,9 @@ class ResponsesInterception(ApiInterception):
         interception_id: str,
         body: Mapping[str, Any],
         tool_result_content: int | None = None,
+        model: str | None = None,
     ) -> None:
-        super().__init__(interception_id, body, tool_result_content)
+        super().__init__(interception_id, body, tool_result_content, model)
         self._seen_items: set[str] = set()
         self._terminal: str | None = None
 

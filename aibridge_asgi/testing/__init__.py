@@ -1,7 +1,7 @@
 """Test support for hosts: a fake upstream, an in-memory recorder, a server.
 
-* :class:`FakeUpstream`: a scriptable ASGI fake of the Anthropic and OpenAI
-  APIs (streamed and not), usable in-process through
+* :class:`FakeUpstream`: a scriptable ASGI fake of the Anthropic, OpenAI
+  and Gemini APIs (streamed and not), usable in-process through
   ``httpx.ASGITransport`` or on a loopback port with :class:`ServerThread`;
   on a port it also serves the Responses API over WebSocket
   (:attr:`FakeUpstream.websockets` keeps each socket it was asked to open).
@@ -14,6 +14,7 @@ from __future__ import annotations
 from . import streams
 from .fake_upstream import (
     ANTHROPIC_KEY,
+    GOOGLE_KEY,
     OPENAI_KEY,
     FakeResponse,
     FakeUpstream,
@@ -25,6 +26,7 @@ from .server import ServerThread
 
 __all__ = [
     "ANTHROPIC_KEY",
+    "GOOGLE_KEY",
     "OPENAI_KEY",
     "FakeResponse",
     "FakeUpstream",

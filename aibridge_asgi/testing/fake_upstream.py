@@ -1,9 +1,11 @@
-"""A scriptable fake of the Anthropic and OpenAI APIs, as an ASGI app.
+"""A scriptable fake of the Anthropic, OpenAI and Gemini APIs, as an ASGI app.
 
-One app serves both: Anthropic's paths under ``/v1/messages...`` and
+One app serves all three: Anthropic's paths under ``/v1/messages...``,
 OpenAI's under ``/v1/chat/completions``, ``/v1/responses`` and
-``/v1/models``. Point the bridge's ``anthropic`` base URL at the server's
-origin and its ``openai`` base URL at ``origin + "/v1"``.
+``/v1/models``, and Gemini's under ``/v1beta/models/...`` (and ``/v1/...``
+for its ``:generateContent`` style methods). Point the bridge's
+``anthropic`` and ``gemini`` base URLs at the server's origin and its
+``openai`` base URL at ``origin + "/v1"``.
 
 Without a script it answers every call with a realistic default (streamed
 when the request asks for it). :meth:`FakeUpstream.enqueue` scripts the next
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 import threading
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
@@ -30,6 +33,10 @@ from .streams import (
     anthropic_message,
     chat_completion,
     chat_events,
+    gemini_error,
+    gemini_events,
+    gemini_json_array,
+    gemini_response,
     response_events,
     response_object,
 )
@@ -38,6 +45,9 @@ __all__ = ["FakeResponse", "FakeUpstream", "ReceivedRequest", "ReceivedWebSocket
 
 ANTHROPIC_KEY = "sk-ant-fake-upstream-key"
 OPENAI_KEY = "sk-fake-upstream-key"
+GOOGLE_KEY = "AIzaFakeUpstreamKey-0123456789"
+
+_GEMINI_PATH = re.compile(r"^/v1(?:beta)?/models(?:/(?P<model>[^/:]+)(?P<method>:[A-Za-z]+)?)?$")
 
 
 @dataclass(frozen=True)
@@ -153,6 +163,7 @@ class FakeUpstream:
     reply: str = "Hello from the fake upstream."
     anthropic_key: str = ANTHROPIC_KEY
     openai_key: str = OPENAI_KEY
+    google_key: str = GOOGLE_KEY
     requests: list[ReceivedRequest] = field(default_factory=list)
     #: Paths of responses the client abandoned before their end.
     abandoned: list[str] = field(default_factory=list)
@@ -342,6 +353,9 @@ class FakeUpstream:
 
     def _default(self, request: ReceivedRequest) -> FakeResponse:
         path = request.path
+        gemini = _GEMINI_PATH.match(path)
+        if gemini is not None and (path.startswith("/v1beta/") or gemini["method"]):
+            return self._gemini(request, gemini["model"], gemini["method"])
         anthropic = path.startswith("/v1/messages")
         if anthropic:
             if request.header("x-api-key") != self.anthropic_key:
@@ -388,6 +402,59 @@ class FakeUpstream:
                 return FakeResponse.sse(response_events(self.reply, model=model))
             return FakeResponse.json(response_object(self.reply, model=model))
         return _openai_error(404, "unknown_url", f"Unknown request URL: POST {path}")
+
+    def _gemini(
+        self, request: ReceivedRequest, model: str | None, method: str | None
+    ) -> FakeResponse:
+        """Gemini's answers: the key must come as ``x-goog-api-key``."""
+        if request.header("x-goog-api-key") != self.google_key:
+            return FakeResponse.json(
+                gemini_error(
+                    400, "API key not valid. Please pass a valid API key.", "INVALID_ARGUMENT"
+                ),
+                400,
+            )
+        if request.method == "GET" and method is None:
+            if model is None:
+                return FakeResponse.json({"models": [_gemini_model(m) for m in _GEMINI_MODELS]})
+            return FakeResponse.json(_gemini_model(model))
+        if request.method != "POST" or model is None:
+            return FakeResponse.json(
+                gemini_error(404, f"{request.method} {request.path} is not found", "NOT_FOUND"), 404
+            )
+        try:
+            body = request.json()
+        except ValueError:
+            body = None
+        if not isinstance(body, Mapping):
+            return FakeResponse.json(
+                gemini_error(400, "Invalid JSON payload received.", "INVALID_ARGUMENT"), 400
+            )
+        if method == ":countTokens":
+            return FakeResponse.json({"totalTokens": max(1, len(request.body) // 4)})
+        if method == ":generateContent":
+            return FakeResponse.json(gemini_response(self.reply, model=model))
+        if method == ":streamGenerateContent":
+            if "alt=sse" in request.query.split("&"):
+                return FakeResponse.sse(gemini_events(self.reply, model=model))
+            return FakeResponse(chunks=gemini_json_array(self.reply, model=model))
+        return FakeResponse.json(
+            gemini_error(404, f"method {method} is not found", "NOT_FOUND"), 404
+        )
+
+
+_GEMINI_MODELS = ("gemini-2.5-pro", "gemini-2.5-flash", "gemini-3-pro-preview")
+
+
+def _gemini_model(model_id: str) -> dict[str, Any]:
+    return {
+        "name": f"models/{model_id}",
+        "version": "001",
+        "displayName": model_id,
+        "inputTokenLimit": 1_048_576,
+        "outputTokenLimit": 65_536,
+        "supportedGenerationMethods": ["generateContent", "countTokens"],
+    }
 
 
 def _ws_frames(events: Sequence[bytes]) -> list[str]:

@@ -1,4 +1,4 @@
-"""Realistic upstream answers for the three bridged APIs, streamed and not.
+"""Realistic upstream answers for the bridged APIs, streamed and not.
 
 Each builder returns what the provider would send: a JSON-ready dict for a
 blocking answer, or a list of SSE event byte strings for a streamed one (one
@@ -21,6 +21,11 @@ __all__ = [
     "anthropic_message",
     "chat_completion",
     "chat_events",
+    "gemini_chunks",
+    "gemini_error",
+    "gemini_events",
+    "gemini_json_array",
+    "gemini_response",
     "response_events",
     "response_object",
     "sse",
@@ -468,3 +473,140 @@ def response_events(
         final["error"] = {"code": "server_error", "message": "The model failed to finish."}
     emit(terminal, response=final)
     return events
+
+
+# -- Gemini API ----------------------------------------------------------------
+
+
+def _gemini_usage(usage: Usage) -> dict[str, Any]:
+    # Gemini counts cached tokens inside promptTokenCount and thoughts apart
+    # from candidatesTokenCount; Usage.output_tokens holds both (as billed).
+    prompt = usage.input_tokens + usage.cache_read
+    candidates = usage.output_tokens - usage.reasoning
+    out: dict[str, Any] = {
+        "promptTokenCount": prompt,
+        "candidatesTokenCount": candidates,
+        "totalTokenCount": prompt + usage.output_tokens,
+        "promptTokensDetails": [{"modality": "TEXT", "tokenCount": prompt}],
+    }
+    if usage.cache_read:
+        out["cachedContentTokenCount"] = usage.cache_read
+    if usage.reasoning:
+        out["thoughtsTokenCount"] = usage.reasoning
+    return out
+
+
+def _gemini_chunk(
+    parts: list[dict[str, Any]],
+    *,
+    model: str,
+    response_id: str,
+    finish: str | None = None,
+    usage: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    candidate: dict[str, Any] = {"content": {"parts": parts, "role": "model"}, "index": 0}
+    if finish is not None:
+        candidate["finishReason"] = finish
+    chunk: dict[str, Any] = {"candidates": [candidate]}
+    if usage is not None:
+        chunk["usageMetadata"] = usage
+    chunk["modelVersion"] = model
+    chunk["responseId"] = response_id
+    return chunk
+
+
+def _gemini_call_part(call: ToolCall) -> dict[str, Any]:
+    args = call.arguments if isinstance(call.arguments, dict) else {"input": call.arguments}
+    return {"functionCall": {"name": call.name, "args": args}, "thoughtSignature": "c2lnX2Zha2U="}
+
+
+def gemini_response(
+    text: str = "Hello from the fake upstream.",
+    *,
+    model: str = "gemini-2.5-pro",
+    response_id: str = "resp_gemini_fake01",
+    tool_calls: Sequence[ToolCall] = (),
+    thinking: str | None = None,
+    usage: Usage = Usage(),
+    finish: str = "STOP",
+) -> dict[str, Any]:
+    """A blocking ``generateContent`` answer. Tool calls carry no ``id``
+    (the Gemini API sends none); ``arguments`` that are a string go as
+    ``{"input": ...}`` (Gemini's arguments are always an object)."""
+    parts: list[dict[str, Any]] = []
+    if thinking is not None:
+        parts.append({"text": thinking, "thought": True})
+    if text:
+        parts.append({"text": text})
+    parts.extend(_gemini_call_part(c) for c in tool_calls)
+    return _gemini_chunk(
+        parts, model=model, response_id=response_id, finish=finish, usage=_gemini_usage(usage)
+    )
+
+
+def gemini_chunks(
+    text: str = "Hello from the fake upstream.",
+    *,
+    model: str = "gemini-2.5-pro",
+    response_id: str = "resp_gemini_fake01",
+    tool_calls: Sequence[ToolCall] = (),
+    thinking: str | None = None,
+    usage: Usage = Usage(),
+    pieces: int = 3,
+    finish: str = "STOP",
+) -> list[dict[str, Any]]:
+    """The ``GenerateContentResponse`` objects of a streamed answer: thought
+    pieces, text pieces, then the tool calls (all in one chunk, as parallel
+    calls arrive), the last chunk with ``finishReason``. Every chunk carries
+    ``usageMetadata`` so far (cumulative; the last one is the total)."""
+    bodies: list[list[dict[str, Any]]] = []
+    if thinking is not None:
+        bodies += [[{"text": p, "thought": True}] for p in _pieces(thinking, pieces)]
+    bodies += [[{"text": p}] for p in _pieces(text, pieces)]
+    if tool_calls:
+        bodies.append([_gemini_call_part(c) for c in tool_calls])
+    if not bodies:
+        bodies.append([{"text": ""}])
+    chunks: list[dict[str, Any]] = []
+    for n, parts in enumerate(bodies):
+        last = n == len(bodies) - 1
+        so_far = Usage(
+            input_tokens=usage.input_tokens,
+            cache_read=usage.cache_read,
+            reasoning=usage.reasoning,
+            output_tokens=usage.output_tokens if last else usage.reasoning + n + 1,
+        )
+        chunks.append(
+            _gemini_chunk(
+                parts,
+                model=model,
+                response_id=response_id,
+                finish=finish if last else None,
+                usage=_gemini_usage(so_far),
+            )
+        )
+    return chunks
+
+
+def gemini_events(text: str = "Hello from the fake upstream.", **options: Any) -> list[bytes]:
+    """A ``streamGenerateContent?alt=sse`` answer: one ``data:`` event per
+    chunk of :func:`gemini_chunks`, CRLF line ends as Google sends them."""
+    return [f"data: {_dumps(c)}\r\n\r\n".encode() for c in gemini_chunks(text, **options)]
+
+
+def gemini_json_array(text: str = "Hello from the fake upstream.", **options: Any) -> list[bytes]:
+    """A ``streamGenerateContent`` answer without ``alt=sse``: one JSON array
+    sent in pieces as Google frames it (``[{...}``, ``,\\r\\n{...}``, ``]``),
+    the elements pretty-printed, one list item per piece."""
+    chunks = gemini_chunks(text, **options)
+    out: list[bytes] = []
+    for n, chunk in enumerate(chunks):
+        head = "[" if n == 0 else ",\r\n"
+        out.append((head + json.dumps(chunk, indent=2) + "\n").encode())
+    out.append(b"]" if chunks else b"[]")
+    return out
+
+
+def gemini_error(status: int, message: str, code_name: str) -> dict[str, Any]:
+    """A Gemini API error body: ``{"error": {"code", "message", "status"}}``."""
+    return {"error": {"code": status, "message": message, "status": code_name}}

@@ -30,7 +30,7 @@ from starlette.routing import BaseRoute, Mount
 from starlette.types import ASGIApp
 
 from aibridge_asgi import Bridge, BridgeHooks, create_bridge
-from aibridge_asgi.testing import ANTHROPIC_KEY, OPENAI_KEY, FakeUpstream
+from aibridge_asgi.testing import ANTHROPIC_KEY, GOOGLE_KEY, OPENAI_KEY, FakeUpstream
 
 from . import api, pages, session_pages
 from .auth import make_resolver
@@ -61,6 +61,8 @@ class Settings:
     openai_key: str = ""
     anthropic_base_url: str | None = None
     openai_base_url: str | None = None
+    gemini_key: str = ""
+    gemini_base_url: str | None = None
     #: Interceptions older than this many days are deleted (None: kept forever).
     retention_days: int | None = 60
     #: Seconds between two retention passes.
@@ -68,12 +70,13 @@ class Settings:
 
     @property
     def offline(self) -> bool:
-        return not (self.anthropic_key or self.openai_key)
+        return not (self.anthropic_key or self.openai_key or self.gemini_key)
 
     @classmethod
     def from_env(cls, db_path: str, url: str, environ: Mapping[str, str] = os.environ) -> Settings:
-        """Keys from ``ANTHROPIC_API_KEY`` / ``OPENAI_API_KEY``, base URLs from
-        ``AIBRIDGE_ANTHROPIC_BASE_URL`` / ``AIBRIDGE_OPENAI_BASE_URL``."""
+        """Keys from ``ANTHROPIC_API_KEY`` / ``OPENAI_API_KEY`` /
+        ``GEMINI_API_KEY``, base URLs from ``AIBRIDGE_ANTHROPIC_BASE_URL`` /
+        ``AIBRIDGE_OPENAI_BASE_URL`` / ``AIBRIDGE_GEMINI_BASE_URL``."""
         return cls(
             db_path=db_path,
             url=url,
@@ -81,6 +84,8 @@ class Settings:
             openai_key=environ.get("OPENAI_API_KEY", ""),
             anthropic_base_url=environ.get("AIBRIDGE_ANTHROPIC_BASE_URL") or None,
             openai_base_url=environ.get("AIBRIDGE_OPENAI_BASE_URL") or None,
+            gemini_key=environ.get("GEMINI_API_KEY", ""),
+            gemini_base_url=environ.get("AIBRIDGE_GEMINI_BASE_URL") or None,
         )
 
 
@@ -186,15 +191,20 @@ def build_app(settings: Settings) -> Starlette:
         # routes below); the bridge calls it over loopback like a real one.
         fake = FakeUpstream()
         fake_url = settings.url + FAKE_PREFIX
-        keys = {"anthropic": ANTHROPIC_KEY, "openai": OPENAI_KEY}
-        base_urls = {"anthropic": fake_url, "openai": fake_url + "/v1"}
+        keys = {"anthropic": ANTHROPIC_KEY, "openai": OPENAI_KEY, "gemini": GOOGLE_KEY}
+        base_urls = {"anthropic": fake_url, "openai": fake_url + "/v1", "gemini": fake_url}
     else:
-        keys = {"anthropic": settings.anthropic_key, "openai": settings.openai_key}
+        keys = {
+            "anthropic": settings.anthropic_key,
+            "openai": settings.openai_key,
+            "gemini": settings.gemini_key,
+        }
         base_urls = {
             name: url
             for name, url in (
                 ("anthropic", settings.anthropic_base_url),
                 ("openai", settings.openai_base_url),
+                ("gemini", settings.gemini_base_url),
             )
             if url and keys[name]
         }

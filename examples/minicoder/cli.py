@@ -32,14 +32,14 @@ def banner(settings: Settings, providers: list[str], token: str, public_url: str
     base = public_url + BRIDGE_PREFIX
     if settings.offline:
         mode = f"""{LOUD}
-!!  OFFLINE DEMO MODE: no ANTHROPIC_API_KEY / OPENAI_API_KEY in the environment.
+!!  OFFLINE DEMO MODE: no ANTHROPIC_API_KEY / OPENAI_API_KEY / GEMINI_API_KEY set.
 !!  The bridge talks to the library's FAKE upstream, served by this process:
 !!  every answer is canned ("Hello from the fake upstream.").
 !!  Set a provider key and restart to use the real provider.
 {LOUD}"""
     else:
         lines = []
-        for name in ("anthropic", "openai"):
+        for name in ("anthropic", "openai", "gemini"):
             if name not in providers:
                 lines.append(f"  {name}: off (no {name.upper()}_API_KEY)")
                 continue
@@ -58,6 +58,7 @@ minicoder: an example host with the AI bridge mounted at {BRIDGE_PREFIX}
 Host URL:           {public_url}
 Anthropic base URL: {base}/anthropic
 OpenAI base URL:    {base}/openai/v1
+Gemini base URL:    {base}/gemini
 Database:           {Path(settings.db_path).resolve()}
 Demo token:         {token}
                     (user 'demo', admin; a new token at every start)

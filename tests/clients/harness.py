@@ -35,11 +35,12 @@ from aibridge_asgi import (
     TokenUsage,
     ToolUsage,
 )
+from aibridge_asgi.client_table import GEMINI_MODEL, Api
 from aibridge_asgi.client_table import PROMPT as PROMPT_PLACEHOLDER
-from aibridge_asgi.client_table import Api
 from aibridge_asgi.clients import ClientConfig, configure
 from aibridge_asgi.testing import (
     ANTHROPIC_KEY,
+    GOOGLE_KEY,
     OPENAI_KEY,
     FakeResponse,
     FakeUpstream,
@@ -52,6 +53,10 @@ from aibridge_asgi.testing.streams import (
     anthropic_message,
     chat_completion,
     chat_events,
+    gemini_error,
+    gemini_events,
+    gemini_json_array,
+    gemini_response,
     response_events,
     response_object,
 )
@@ -69,8 +74,18 @@ REPLY = "Relayed by the bridge: pelican 4711 says hello."
 #: input excludes cached input). OpenAI's usage has no cache writes.
 ANTHROPIC_USAGE = Usage(input_tokens=321, output_tokens=54, cache_read=1200, cache_write=80)
 OPENAI_USAGE = Usage(input_tokens=321, output_tokens=54, cache_read=1200, reasoning=9)
+#: Gemini counts thoughts apart from the answer; the bridge records both as output.
+GEMINI_USAGE = Usage(input_tokens=321, output_tokens=54, cache_read=1200, reasoning=9)
 
 BRIDGED_PATHS = ("/v1/messages", "/v1/chat/completions", "/v1/responses")
+GEMINI_METHODS = (":generateContent", ":streamGenerateContent")
+
+
+def is_bridged(path: str) -> bool:
+    """Whether an upstream path is one of the bridged APIs'."""
+    return path in BRIDGED_PATHS or (
+        path.startswith(("/v1beta/models/", "/v1/models/")) and path.endswith(GEMINI_METHODS)
+    )
 
 
 def client_program(name: str) -> str:
@@ -220,13 +235,16 @@ def script_upstream(
     text: str = REPLY,
     plan: ToolPlan | None = None,
     times: int = 40,
+    gemini_models: Sequence[str] = (GEMINI_MODEL,),
 ) -> None:
-    """Answer every bridged call (Messages, Chat Completions, Responses) with
-    ``text`` and the suite's token counts, streamed or not as the request
-    asks; with ``plan``, answer with the tool calls it returns instead.
+    """Answer every bridged call (Messages, Chat Completions, Responses, and
+    Gemini's two methods for ``gemini_models``) with ``text`` and the
+    suite's token counts, streamed or not as the request asks; with
+    ``plan``, answer with the tool calls it returns instead.
 
     Like the provider, it answers 401 to a call without the fake's keys
-    (the provider keys, unless a test gave it a user's own).
+    (the provider keys, unless a test gave it a user's own; Gemini: 400, as
+    Google does).
     """
     fake.reply = text  # for calls outside the bridged APIs (count_tokens...)
 
@@ -236,6 +254,17 @@ def script_upstream(
         model = str(body.get("model") or "fake-model")
         calls = list(plan(request.path, body)) if plan is not None else []
         answer = "" if calls else text
+        if request.path.endswith(GEMINI_METHODS):
+            if request.header("x-goog-api-key") != fake.google_key:
+                error = gemini_error(400, "API key not valid.", "INVALID_ARGUMENT")
+                return FakeResponse.json(error, 400)
+            model = request.path.rsplit("/", 1)[1].split(":")[0]
+            options: dict[str, Any] = {"model": model, "tool_calls": calls, "usage": GEMINI_USAGE}
+            if request.path.endswith(":generateContent"):
+                return FakeResponse.json(gemini_response(answer, **options))
+            if "alt=sse" in request.query.split("&"):
+                return FakeResponse.sse(gemini_events(answer, **options))
+            return FakeResponse(chunks=gemini_json_array(answer, **options))
         if request.path == "/v1/messages":
             if request.header("x-api-key") != fake.anthropic_key:
                 return FakeResponse.json(
@@ -277,14 +306,18 @@ def script_upstream(
             response_object(answer, model=model, tool_calls=calls, usage=usage)
         )
 
-    for path in BRIDGED_PATHS:
+    paths = [
+        *BRIDGED_PATHS,
+        *(f"/v1beta/models/{m}{method}" for m in gemini_models for method in GEMINI_METHODS),
+    ]
+    for path in paths:
         for _ in range(times):
             fake.enqueue(respond, path=path)
 
 
 def expected_tokens(provider: str) -> tuple[int, int, int, int]:
     """(input, output, cache read, cache write) the bridge should record."""
-    usage = ANTHROPIC_USAGE if provider == "anthropic" else OPENAI_USAGE
+    usage = {"anthropic": ANTHROPIC_USAGE, "google": GEMINI_USAGE}.get(provider, OPENAI_USAGE)
     write = usage.cache_write if provider == "anthropic" else 0
     return (usage.input_tokens, usage.output_tokens, usage.cache_read, write)
 
@@ -332,6 +365,11 @@ class Rig:
     def anthropic_url(self) -> str:
         """What Anthropic clients take as base URL (they append /v1/messages)."""
         return self.running.url + "/anthropic"
+
+    @property
+    def gemini_url(self) -> str:
+        """What Gemini clients take as base URL (they append /v1beta/models/...)."""
+        return self.running.url + "/gemini"
 
     @property
     def openai_url(self) -> str:
@@ -432,7 +470,7 @@ class Rig:
         return self.trap.since(self.trap_start)
 
     def bridged_requests(self) -> list[ReceivedRequest]:
-        return [r for r in self.fake.requests if r.path in BRIDGED_PATHS]
+        return [r for r in self.fake.requests if is_bridged(r.path)]
 
 
 def program_argv(
@@ -482,7 +520,9 @@ def check_run(
     bridged_in = [i for i in rig.capture.seen if i.interception_id is not None]
     assert bridged_in, f"no bridged call: {[(i.method, i.path) for i in rig.capture.seen]}"
     for item in bridged_in:
-        sent = item.headers.get("authorization", "") + " " + item.headers.get("x-api-key", "")
+        sent = " ".join(
+            item.headers.get(name, "") for name in ("authorization", "x-api-key", "x-goog-api-key")
+        )
         if byok_key is not None:
             assert item.headers.get("x-aibridge-token") == HOST_TOKEN, item.headers
             assert byok_key in sent, f"{item.path} did not carry the user's key: {item.headers}"
@@ -505,6 +545,11 @@ def check_run(
         elif provider == "anthropic":
             assert request.header("x-api-key") == ANTHROPIC_KEY, request.headers
             assert request.header("authorization") is None, request.headers
+        elif provider == "google":
+            assert request.header("x-goog-api-key") == GOOGLE_KEY, request.headers
+            assert request.header("authorization") is None, request.headers
+            assert request.header("x-api-key") is None, request.headers
+            assert "key=" not in request.query, request.query
         else:
             assert request.header("authorization") == f"Bearer {OPENAI_KEY}", request.headers
             assert request.header("x-api-key") is None, request.headers

@@ -1,0 +1,251 @@
+"""Gemini API (``models/{model}:generateContent`` and
+``:streamGenerateContent``), blocking, as SSE (``alt=sse``) and as a streamed
+JSON array (without ``alt``).
+
+Every form carries the same ``GenerateContentResponse`` objects, so one
+observer reads them all: a whole body, each SSE event's data, or each array
+element.
+
+- Model: from the path (the body has none).
+- Prompt: the text parts of the last turn of ``contents`` when it is a
+  ``user`` turn; ``None`` when it is another role's (``model``, the older
+  ``function``) or carries ``functionResponse`` parts (a tool result, not
+  something a person typed). Thought parts are left out, and so are parts
+  that are only a ``<session_context>`` block (Gemini CLI's environment
+  notes, sent before what the person typed).
+- Usage: ``usageMetadata``; each streamed chunk's figures are cumulative, so
+  the last one seen wins. Mapped onto :class:`TokenUsage` as:
+  ``input_tokens`` = ``promptTokenCount`` - ``cachedContentTokenCount`` +
+  ``toolUsePromptTokenCount`` (prompt tokens include the cached ones; tool-use
+  prompt tokens are billed as input but not counted in the prompt);
+  ``cache_read_input_tokens`` = ``cachedContentTokenCount``;
+  ``output_tokens`` = ``candidatesTokenCount`` + ``thoughtsTokenCount``
+  (thinking is billed as output, and OpenAI's output counts include
+  reasoning likewise); ``extra`` keeps ``reasoning_tokens`` (the thoughts)
+  and ``tool_use_prompt_tokens``.
+- Tools: every ``functionCall`` part of every candidate (parallel calls
+  arrive as several parts), recorded as it arrives; the ``functionResponse``
+  parts of the request's last turn are the tool results sent back (an
+  ``id`` where the client gives one; ``is_error`` when the response is only
+  ``{"error": ...}``, Gemini's convention for a failed call).
+- Thoughts: the text of parts marked ``thought: true``, joined per candidate
+  and recorded as one :class:`ModelThought` (source ``thinking``) when the
+  first part that is not a thought arrives, or the candidate finishes.
+- Errors: an ``error`` object in a 200 answer or in the stream, a
+  ``promptFeedback.blockReason`` (the prompt was refused), and a final
+  ``finishReason`` that is a refusal (``SAFETY``, ``RECITATION``...).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from ..records import TokenUsage
+from ..routing import GENERATE_CONTENT, STREAM_GENERATE_CONTENT
+from ..sse import SSEEvent
+from .base import ApiInterception, ReturnedResult
+
+__all__ = ["GenerateContentInterception", "StreamGenerateContentInterception"]
+
+#: Text parts that open with one of these are client boilerplate, not typed.
+_BOILERPLATE = ("<session_context>", "<system-reminder>")
+
+#: finishReason values that mean the model refused or was stopped by a filter.
+REFUSALS = frozenset(
+    {
+        "SAFETY",
+        "RECITATION",
+        "BLOCKLIST",
+        "PROHIBITED_CONTENT",
+        "SPII",
+        "IMAGE_SAFETY",
+        "IMAGE_PROHIBITED_CONTENT",
+        "IMAGE_RECITATION",
+    }
+)
+
+
+class GenerateContentInterception(ApiInterception):
+    """Observer for one ``generateContent`` call (a whole JSON body)."""
+
+    route = GENERATE_CONTENT
+
+    def __init__(
+        self,
+        interception_id: str,
+        body: Mapping[str, Any],
+        tool_result_content: int | None = None,
+        model: str | None = None,
+    ) -> None:
+        super().__init__(interception_id, body, tool_result_content, model)
+        self._thoughts: dict[int, list[str]] = {}
+        self._finished_reason: str | None = None
+        self._blocked = False
+
+    def extract_prompt(self, body: Mapping[str, Any]) -> str | None:
+        contents = body.get("contents")
+        if isinstance(contents, dict):  # a single Content is accepted too
+            contents = [contents]
+        if not isinstance(contents, list):
+            return None
+        for content in reversed(contents):
+            if not isinstance(content, dict):
+                continue
+            if content.get("role", "user") != "user":
+                return None  # a model turn or a tool result ends the search
+            parts = content.get("parts")
+            if not isinstance(parts, list):
+                return None
+            texts: list[str] = []
+            for part in parts:
+                if not isinstance(part, dict):
+                    continue
+                if "functionResponse" in part:
+                    return None
+                text = part.get("text")
+                if (
+                    isinstance(text, str)
+                    and part.get("thought") is not True
+                    and not text.lstrip().startswith(_BOILERPLATE)
+                ):
+                    texts.append(text)
+            return "\n".join(texts) if texts else None
+        return None
+
+    def extract_tool_results(self, body: Mapping[str, Any]) -> list[ReturnedResult]:
+        # The functionResponse parts of the last turn, when it is the user's.
+        contents = body.get("contents")
+        last = contents[-1] if isinstance(contents, list) and contents else None
+        if not isinstance(last, dict) or last.get("role", "user") not in ("user", "function"):
+            return []
+        parts = last.get("parts")
+        found: list[ReturnedResult] = []
+        for part in parts if isinstance(parts, list) else ():
+            answer = part.get("functionResponse") if isinstance(part, dict) else None
+            if isinstance(answer, dict):
+                response = answer.get("response")
+                failed = isinstance(response, dict) and "error" in response and len(response) == 1
+                found.append((answer.get("id"), failed, response))
+        return found
+
+    # -- the response objects, whatever their framing -------------------------
+
+    def _chunk(self, raw: str | bytes) -> None:
+        try:
+            chunk = json.loads(raw)
+        except (ValueError, RecursionError):
+            self.error = self.error or "malformed chunk from upstream"
+            return
+        if isinstance(chunk, list):  # a whole streamed array read at once
+            for item in chunk:
+                if isinstance(item, dict):
+                    self._response(item)
+        elif isinstance(chunk, dict):
+            self._response(chunk)
+
+    def _response(self, chunk: Mapping[str, Any]) -> None:
+        error = chunk.get("error")
+        if isinstance(error, dict):
+            self.upstream_error(error.get("status") or error.get("code"), error.get("message"))
+            return
+        self.set_response_id(chunk.get("responseId"))
+        usage = chunk.get("usageMetadata")
+        if isinstance(usage, dict):
+            self._usage = usage
+        feedback = chunk.get("promptFeedback")
+        if isinstance(feedback, dict) and feedback.get("blockReason"):
+            self._blocked = True
+            message = feedback.get("blockReasonMessage")
+            self.error = f"prompt blocked by the upstream: {feedback['blockReason']}" + (
+                f": {message}" if isinstance(message, str) and message else ""
+            )
+        candidates = chunk.get("candidates")
+        for candidate in candidates if isinstance(candidates, list) else ():
+            if isinstance(candidate, dict):
+                self._candidate(candidate)
+
+    def _candidate(self, candidate: Mapping[str, Any]) -> None:
+        index = self.as_int(candidate.get("index"))
+        content = candidate.get("content")
+        parts = content.get("parts") if isinstance(content, dict) else None
+        for part in parts if isinstance(parts, list) else ():
+            if not isinstance(part, dict):
+                continue
+            if part.get("thought") is not True and index in self._thoughts:
+                self._flush_thoughts(index)  # the thinking is over: answer parts follow
+            call = part.get("functionCall")
+            if isinstance(call, dict):
+                args = call.get("args")
+                self.tool(call.get("name"), call.get("id"), {} if args is None else args)
+            elif part.get("thought") is True and isinstance(part.get("text"), str):
+                self._thoughts.setdefault(index, []).append(part["text"])
+        reason = candidate.get("finishReason")
+        if isinstance(reason, str) and reason:
+            self._finished_reason = reason
+            self._flush_thoughts(index)
+            if reason in REFUSALS:
+                self.error = f"the model stopped: finishReason {reason}"
+
+    def _flush_thoughts(self, index: int) -> None:
+        pieces = self._thoughts.pop(index, None)
+        if pieces:
+            self.thought("".join(pieces), "thinking")
+
+    @property
+    def complete(self) -> bool:
+        return self._finished_reason is not None or self._blocked
+
+    def finish(self) -> None:
+        # Thoughts cut off by a disconnect still count as far as they got.
+        for index in sorted(self._thoughts):
+            self._flush_thoughts(index)
+        super().finish()
+
+    # -- blocking -----------------------------------------------------------
+
+    def on_body(self, body: bytes) -> None:
+        self._chunk(body)
+        if self.error is None and not self.complete:
+            # A whole answer is complete even if it names no finishReason.
+            self._finished_reason = "STOP"
+
+    # -- streaming (a streamGenerateContent answer may reach any of these) ----
+
+    def on_event(self, event: SSEEvent) -> bool:
+        data = event.data
+        if data is not None and data.strip():
+            self._chunk(data)
+        return True
+
+    def on_element(self, element: bytes) -> None:
+        self._chunk(element)
+
+    def token_usage(self, usage: Mapping[str, Any]) -> TokenUsage:
+        n = self.as_int
+        cached = n(usage.get("cachedContentTokenCount"))
+        thoughts = n(usage.get("thoughtsTokenCount"))
+        tool_prompt = n(usage.get("toolUsePromptTokenCount"))
+        extra: dict[str, int] = {}
+        if "thoughtsTokenCount" in usage:
+            extra["reasoning_tokens"] = thoughts
+        if "toolUsePromptTokenCount" in usage:
+            extra["tool_use_prompt_tokens"] = tool_prompt
+        return TokenUsage(
+            self.interception_id,
+            self.response_id,
+            input_tokens=max(n(usage.get("promptTokenCount")) - cached, 0) + tool_prompt,
+            output_tokens=n(usage.get("candidatesTokenCount")) + thoughts,
+            cache_read_input_tokens=cached,
+            cache_write_input_tokens=0,
+            extra=extra,
+        )
+
+
+class StreamGenerateContentInterception(GenerateContentInterception):
+    """Observer for one ``streamGenerateContent`` call: SSE with ``alt=sse``,
+    else a JSON array relayed as it streams."""
+
+    route = STREAM_GENERATE_CONTENT
+    streams_json_array = True
