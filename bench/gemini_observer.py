@@ -46,7 +46,7 @@ def sse_run(body: bytes, size: int, make: Callable[[], object]) -> None:
 
 
 def array_run(body: bytes, size: int) -> None:
-    api = StreamGenerateContentInterception("bench", BODY, "gemini-2.5-pro")
+    api = StreamGenerateContentInterception("bench", BODY, model="gemini-2.5-pro")
     splitter = JSONArraySplitter()
     for read in reads(body, size):
         for element in splitter.feed(read):
@@ -75,7 +75,7 @@ def main() -> None:
     array = b"".join(gemini_json_array(TEXT, pieces=args.chunks))
     anthropic = b"".join(anthropic_events(TEXT, pieces=args.chunks))
     n = len(gemini_chunks(TEXT, pieces=args.chunks))  # text pieces come out whole-sized
-    gemini_api = lambda: StreamGenerateContentInterception("bench", BODY, "gemini-2.5-pro")  # noqa: E731
+    gemini_api = lambda: StreamGenerateContentInterception("bench", BODY, model="gemini-2.5-pro")  # noqa: E731
     anthropic_api = lambda: MessagesInterception("bench", {"messages": []})  # noqa: E731
     rows = [
         ("gemini, alt=sse", sse, lambda: sse_run(sse, size, gemini_api)),

@@ -9,6 +9,7 @@ import logging
 import socket
 import time
 from collections.abc import Callable
+from decimal import Decimal
 from typing import Any
 
 import httpx
@@ -17,11 +18,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from aibridge_asgi import (
+    Cost,
     InterceptionEnded,
     ModelThought,
     PromptUsage,
     ProviderConfig,
     TokenUsage,
+    ToolResult,
     ToolUsage,
     create_bridge,
 )
@@ -101,6 +104,17 @@ def check_records(running: Running, iid: str, *, route: str, streaming: bool) ->
     assert [(t.content, t.source) for t in kinds(running, iid, ModelThought)] == [
         (THINKING, "thinking")
     ]
+    # Priced as Gemini 2.5 Pro (the model in the path) at Google's published
+    # rates: input 1.25, cached 0.125, output 10 USD per million tokens.
+    (cost,) = kinds(running, iid, Cost)
+    assert (cost.provider_name, cost.model, cost.currency) == ("gemini", MODEL, "USD")
+    million = Decimal(1_000_000)
+    assert cost.breakdown == {
+        "input": 120 * Decimal("1.25") / million,
+        "cache_read": 800 * Decimal("0.125") / million,
+        "output": 45 * Decimal(10) / million,
+    }
+    assert cost.amount == Decimal("0.0007")
 
 
 # -- routing --------------------------------------------------------------------
@@ -449,7 +463,7 @@ def test_cancelled_stream_keeps_partial_usage(
 
 def _observer(body: dict[str, Any], stream: bool = True) -> GenerateContentInterception:
     cls = StreamGenerateContentInterception if stream else GenerateContentInterception
-    return cls("iid", body, MODEL)
+    return cls("iid", body, model=MODEL)
 
 
 def test_prompt_is_the_last_user_turn_text() -> None:
@@ -472,6 +486,33 @@ def test_prompt_is_the_last_user_turn_text() -> None:
     assert prompt([{"role": "user", "parts": [{"inlineData": {"data": "AA=="}}]}]) is None
     for odd in (None, "text", [1, None, {"role": "user"}], [{"role": "user", "parts": "x"}]):
         assert prompt(odd) is None
+
+
+def test_function_responses_are_tool_results() -> None:
+    call = {"role": "model", "parts": [{"functionCall": {"name": "read_file", "args": {}}}]}
+    answers = {
+        "role": "user",
+        "parts": [
+            {
+                "functionResponse": {
+                    "id": "read_file-1",
+                    "name": "read_file",
+                    "response": {"output": "hi"},
+                }
+            },
+            {"functionResponse": {"name": "glob", "response": {"error": "no such dir"}}},
+        ],
+    }
+    api = GenerateContentInterception("iid", {"contents": [*BODY["contents"], call, answers]}, 4)
+    results = [r for r in api.drain() if isinstance(r, ToolResult)]
+    assert [(r.tool_call_id, r.is_error, r.content, r.truncated) for r in results] == [
+        ("read_file-1", False, '{"ou', True),
+        ("", True, '{"er', True),
+    ]
+    assert results[0].size == len('{"output":"hi"}')
+    # Results of earlier turns were recorded with those turns.
+    earlier = {"contents": [answers, call, {"role": "user", "parts": [{"text": "thanks"}]}]}
+    assert not [r for r in _observer(earlier).drain() if isinstance(r, ToolResult)]
 
 
 def test_usage_mapping_and_last_chunk_wins() -> None:

@@ -22,6 +22,7 @@ D = Decimal
 M = 1_000_000
 ANTHROPIC = ProviderConfig("anthropic", "anthropic", "k")
 OPENAI = ProviderConfig("openai", "openai", "k")
+GEMINI = ProviderConfig("gemini", "google", "k")
 NOW = datetime(2026, 11, 1, tzinfo=UTC)
 
 
@@ -58,6 +59,10 @@ class Row:
 #   GPT-5 mini         in 0.25 cached 0.025 out 2
 #   GPT-4o             in 2.50 cached 1.25  out 10
 #   GPT-5.4            in 2.50 cached 0.25  out 15; prompts over 272k: 5 / 0.50 / 22.50
+# and ai.google.dev/pricing:
+#   Gemini 2.5 Pro     in 1.25 cached 0.125 out 10 (thinking included);
+#     prompts over 200k: 2.50 / 0.25 / 15
+#   Gemini 2.5 Flash   in 0.30 out 2.50 (text input)
 ROWS = [
     Row(
         "every Anthropic token kind",
@@ -152,6 +157,27 @@ ROWS = [
         "gpt-5.4",
         usage(100_000, 500, read=200_000),
         {"input": (100_000, "5"), "cache_read": (200_000, "0.50"), "output": (500, "22.50")},
+    ),
+    Row(
+        "Gemini 2.5 Pro: cached input, thoughts billed as output",
+        GEMINI,
+        "gemini-2.5-pro",
+        usage(12_000, 900, read=30_000, reasoning_tokens=600),
+        {"input": (12_000, "1.25"), "cache_read": (30_000, "0.125"), "output": (900, "10")},
+    ),
+    Row(
+        "Gemini 2.5 Pro past its 200k tier",
+        GEMINI,
+        "gemini-2.5-pro",
+        usage(150_000, 2000, read=100_000),
+        {"input": (150_000, "2.50"), "cache_read": (100_000, "0.25"), "output": (2000, "15")},
+    ),
+    Row(
+        "Gemini 2.5 Flash",
+        GEMINI,
+        "gemini-2.5-flash",
+        usage(40_000, 3000),
+        {"input": (40_000, "0.30"), "output": (3000, "2.50")},
     ),
     Row(
         "GPT-5.4 below the tier",

@@ -7,7 +7,7 @@ import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from aibridge_asgi import PromptUsage
+from aibridge_asgi import PromptUsage, ToolResult
 from aibridge_asgi.client_table import GEMINI_MODEL
 from aibridge_asgi.testing.streams import ToolCall
 
@@ -95,6 +95,9 @@ def test_gemini_cli_runs_its_read_file_tool(rig: Rig) -> None:
     ]
     assert [r["name"] for r in responses] == ["read_file"]
     assert secret in json.dumps(responses[0]["response"])
+    # The bridge recorded that tool result with the id Gemini CLI gave it.
+    results = rig.running.recorder.of_type(ToolResult)
+    assert [(r.tool_call_id, r.is_error) for r in results] == [(responses[0].get("id", ""), False)]
     usages = tool_usages(rig)
     assert [(u.tool, u.args, u.injected) for u in usages] == [
         ("read_file", {"file_path": str(notes)}, False)
