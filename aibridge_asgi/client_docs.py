@@ -290,7 +290,9 @@ def _byok_rows() -> str:
         if not client.supported:
             continue
         for setup in client.setups:
-            if setup.byok is None:
+            if setup.api == "gemini":
+                cell = "no: the bridge has no bring-your-own-key form on Gemini routes yet"
+            elif setup.byok is None:
                 cell = "no: no known way to send an extra header"
             elif setup.byok.verified_by:
                 cell = "yes, verified"
