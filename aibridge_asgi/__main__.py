@@ -1,6 +1,7 @@
 """``python -m aibridge_asgi``: the client configuration kit on the command line.
 
-- ``configure CLIENT --base-url URL [--token T] [--api A] [--websocket] [--write [--force]]``
+- ``configure CLIENT --base-url URL [--token T] [--api A] [--protocol P]
+  [--websocket] [--write [--force]]``
   prints a client's configuration for the bridge at ``URL`` (the mount URL,
   e.g. ``https://host/api/v2/aibridge``), or writes its config file;
 - ``clients`` lists the known clients;
@@ -110,6 +111,7 @@ def _configure(args: argparse.Namespace, stdin: TextIO, stdout: TextIO, stderr: 
             byok=args.byok,
             byok_header=args.byok_header,
             websocket=args.websocket,
+            protocol=args.protocol,
         )
     except (UnknownClient, ClientNotSupported, ValueError) as exc:
         stderr.write(f"error: {exc}\n")
@@ -145,9 +147,13 @@ def _clients(args: argparse.Namespace, stdout: TextIO) -> int:
                 "name": c.name,
                 "recorded_as": c.recorded,
                 "apis": list(c.apis),
+                "setups": [
+                    {"api": s.api, "protocol": s.protocol, "verified": bool(s.verified_by)}
+                    for s in c.setups
+                ],
                 "supported": c.supported,
                 "unsupported": c.unsupported,
-                "verified": [s.api for s in c.setups if s.verified_by],
+                "verified": list(dict.fromkeys(s.api for s in c.setups if s.verified_by)),
             }
             for c in CLIENTS
         ]
@@ -205,6 +211,10 @@ def _parser() -> argparse.ArgumentParser:
     conf.add_argument("--token", help=f"the host token (default: ${TOKEN_ENV})")
     conf.add_argument(
         "--api", choices=("anthropic", "openai", "gemini"), help="for clients that speak several"
+    )
+    conf.add_argument(
+        "--protocol",
+        help="for clients that speak several protocols of one API: chat, responses",
     )
     conf.add_argument("--model", help="the model to configure (default: the client's)")
     conf.add_argument(

@@ -69,14 +69,15 @@ python -m aibridge_asgi configure opencode --api openai --base-url ... --token .
 python -m aibridge_asgi clients      # the table
 ```
 
-`--api anthropic|openai|gemini` picks the API for clients that speak both (default:
-the first listed), `--model` the model, `--format json` gives it as data and
-`--format env` only the `export` lines. `--write` writes the client's config
-file; it never replaces an existing file without asking (or `--force`), and
-keeps the old one as `<file>.bak`. Config files hold no token: those clients
-read it from `{TOKEN_ENV}`, set in the environment lines. Values are quoted
-for a POSIX shell and escaped for JSON or TOML, whatever characters the
-token holds.
+`--api anthropic|openai|gemini` picks the API for clients that speak several
+(default: the first listed), `--protocol chat|responses` the protocol for clients that
+speak both of OpenAI's (default: the first listed), `--model` the model,
+`--format json` gives it as data and `--format env` only the `export` lines.
+`--write` writes the client's config file; it never replaces an existing
+file without asking (or `--force`), and keeps the old one as `<file>.bak`.
+Config files hold no token: those clients read it from `{TOKEN_ENV}`, set in
+the environment lines. Values are quoted for a POSIX shell and escaped for
+JSON, TOML or YAML, whatever characters the token holds.
 
 `--websocket` (`websocket=True` in Python) turns on the client's
 Responses-over-WebSocket transport, where its entry has a switch for it:
@@ -130,13 +131,26 @@ _DETECTION = """\
 ## Client detection
 
 `InterceptionStarted.client` and `client_session_id` come from the same
-table: each entry's wire markers (`Wire`). A request is matched first on a
-client's own `User-Agent` prefix (case-insensitive) or header marker; then,
-for clients that send neither, on how the system prompt begins; last on an
-SDK's `User-Agent`, which any program built on that SDK sends too. Requests
-that match nothing are recorded as `"unknown"`. The system prompt looked at
-is the Messages `system` field, the Responses `instructions`, or a first
-`system`/`developer` message (Chat Completions, Responses `input`).
+table: each entry's wire markers (`Wire`). A request is matched first on how
+its system prompt begins: a client's own words, where User-Agents get
+borrowed (Qwen Code sends Claude Code's `claude-cli/` User-Agent and `x-app:
+cli` on Anthropic; pi, Continue and the Copilot CLI send their SDKs'). Then
+on a client's own `User-Agent` prefix (case-insensitive) or header marker;
+last on an SDK's `User-Agent`, which any program built on that SDK sends
+too. The system prompt looked at is the Messages `system` field, the
+Responses `instructions`, or a first `system`/`developer` message (Chat
+Completions, Responses `input`), read from the body the bridge has already
+parsed (a few look-ups; no second parse). The session id comes from the
+client's session header, else from a body field it puts its session in
+(the Responses `prompt_cache_key` of Qwen Code, Droid and the Copilot CLI).
+Requests that match nothing are recorded as `"unknown"`, with the complete
+records of any other request and their `User-Agent` kept in
+`InterceptionStarted.user_agent`, so that a host can see what to add.
+
+The markers were checked against the requests the real clients sent:
+`tests/clients/` stores them (`AIBRIDGE_CAPTURE_FIXTURES=1`) in
+`tests/clients/captured/`, and `tests/test_client_detection.py` runs
+detection on each.
 
 | client (as recorded) | recognised by | session id from |
 |---|---|---|
@@ -166,6 +180,18 @@ name, session = detect_client(
     {{"messages": [{{"role": "system", "content": "You are Cline, an AI coding agent."}}]}},
 )
 assert (name, session) == ("Cline", None)
+
+name, session = detect_client(
+    {{"user-agent": "claude-cli/0.24.4 (external, cli)", "x-app": "cli"}},
+    {{"system": [{{"type": "text", "text": "You are Qwen Code, a non-interactive CLI agent"}}]}},
+)
+assert (name, session) == ("Qwen Code", None)
+
+name, session = detect_client(
+    {{"user-agent": "QwenCode/0.24.4 (linux; x64)"}},
+    {{"prompt_cache_key": "qwen-code:74e476a1-67e1-44ac-abff-07340d8c72fc"}},
+)
+assert (name, session) == ("Qwen Code", "qwen-code:74e476a1-67e1-44ac-abff-07340d8c72fc")
 
 assert detect_client({{"user-agent": "curl/8.0"}}) == ("unknown", None)
 ```
@@ -332,6 +358,7 @@ def _recognised(wire: Wire) -> str:
 
 def _session(wire: Wire) -> str:
     found = ["header " + _code([h]) for h in wire.session_headers]
+    found.extend(f"body field `{f}`" for f in wire.session_body_fields)
     if wire.session_in_metadata_user_id:
         found.append(
             "`metadata.user_id` in the body (a JSON string with `session_id`,"

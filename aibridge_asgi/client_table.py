@@ -106,6 +106,10 @@ BYOK_HEADER = Slot.BYOK_HEADER
 USER_KEY = Slot.USER_KEY
 
 
+def _fold(name: str) -> str:
+    return "".join(ch for ch in name.lower() if ch.isalnum())
+
+
 def join(*parts: str | Slot) -> Concat:
     return Concat(parts)
 
@@ -114,11 +118,12 @@ def join(*parts: str | Slot) -> Concat:
 class Wire:
     """How a client is recognised on the wire, and where its session id is.
 
-    A request is matched first on ``user_agent_prefixes`` (case-insensitive)
-    and ``header_markers`` of the specific clients, then on how its system
-    prompt begins (for clients that send nothing of their own), and last on
-    the markers of ``generic`` entries: SDKs, whose User-Agent any program
-    built on them sends too.
+    A request is matched first on how its system prompt begins (a client's
+    own words: User-Agents get borrowed, as Qwen Code sends Claude Code's),
+    then on ``user_agent_prefixes`` (case-insensitive) and
+    ``header_markers`` of the specific clients, and last on the markers of
+    ``generic`` entries: SDKs, whose User-Agent any program built on them
+    sends too.
     """
 
     user_agent_prefixes: tuple[str, ...] = ()
@@ -128,6 +133,9 @@ class Wire:
     system_prompt_prefixes: tuple[str, ...] = ()
     #: Headers that carry the session id, the first one present wins.
     session_headers: tuple[str, ...] = ()
+    #: Else top-level string fields of the body that carry it (e.g. the
+    #: Responses API's ``prompt_cache_key``), the first one present wins.
+    session_body_fields: tuple[str, ...] = ()
     #: Else the session is in the body's ``metadata.user_id`` (Claude Code).
     session_in_metadata_user_id: bool = False
     generic: bool = False
@@ -138,7 +146,7 @@ class ConfigFile:
     """A config file: where it goes (``~`` is the user's home) and what it holds."""
 
     path: str
-    syntax: Literal["json", "toml"]
+    syntax: Literal["json", "toml", "yaml"]
     content: dict[str | Slot, Template]
 
 
@@ -220,11 +228,20 @@ class Client:
     def apis(self) -> tuple[Api, ...]:
         return tuple(dict.fromkeys(s.api for s in self.setups))
 
-    def setup(self, api: Api | None = None) -> Setup:
-        """The setup for ``api`` (default: the first one listed)."""
+    def setup(self, api: Api | None = None, protocol: str | None = None) -> Setup:
+        """The setup for ``api`` (default: the first one listed) and, where
+        the client speaks more than one protocol of that API, ``protocol``
+        (``"chat"``, ``"responses"``...: the start of the setup's protocol,
+        ignoring case, spaces and punctuation; default: the first)."""
+        wanted = _fold(protocol) if protocol else ""
         for candidate in self.setups:
-            if api is None or candidate.api == api:
+            if (api is None or candidate.api == api) and _fold(candidate.protocol).startswith(
+                wanted
+            ):
                 return candidate
+        if protocol and any(api is None or s.api == api for s in self.setups):
+            spoken = ", ".join(s.protocol for s in self.setups if api is None or s.api == api)
+            raise ValueError(f"{self.name} does not speak {protocol!r} there (it speaks {spoken})")
         usable = ", ".join(self.apis) or "none"
         raise ValueError(f"{self.name} cannot use the {api} API (usable: {usable})")
 
@@ -290,6 +307,166 @@ def _sdk_byok(base: tuple[str, Template], key_env: str, code: str) -> Byok:
             f"BYOK: `{key_env}` is your own key; the SDK reads no variable for extra"
             f" headers, so pass the gateway token in code: `{shown}`.",
         ),
+    )
+
+
+#: The tool round trips of the suite, by test file and the parameter of the
+#: setup they run (tests/clients/harness.py ``read_tool_round_trip``).
+_TOOL_TESTS = {
+    ("test_pi.py", "messages"): "test_pi_runs_its_read_tool",
+    ("test_qwen_code.py", "chat"): "test_qwen_code_runs_its_read_file_tool",
+    ("test_continue.py", "messages"): "test_continue_cli_runs_its_read_tool",
+    ("test_copilot_cli.py", "messages"): "test_copilot_cli_runs_its_view_tool",
+    ("test_nanocoder.py", "openai"): "test_nanocoder_runs_its_read_file_tool",
+    ("test_mistral_vibe.py", "responses"): "test_mistral_vibe_runs_its_read_file_tool",
+}
+
+
+def _verified(file: str, test: str, param: str) -> tuple[str, ...]:
+    """The suite's test of a setup, and its tool round trip if it has one."""
+    tool = _TOOL_TESTS.get((file, param))
+    return (
+        SUITE + f"{file}::{test}[{param}]",
+        *((SUITE + f"{file}::{tool}",) if tool else ()),
+    )
+
+
+def _pi(api: str, base: Slot) -> ConfigFile:
+    provider: dict[str | Slot, Template] = {
+        "baseUrl": base,
+        "api": api,
+        # pi reads a key given as the name of an environment variable from it.
+        "apiKey": TOKEN_ENV,
+        "models": [{"id": MODEL}],
+    }
+    return ConfigFile("~/.pi/agent/models.json", "json", {"providers": {"aibridge": provider}})
+
+
+def _pi_setup(api: Api, protocol: str, model: str, pi_api: str, base: Slot, test: str) -> Setup:
+    return Setup(
+        api,
+        protocol,
+        model=model,
+        file=_pi(pi_api, base),
+        env=((TOKEN_ENV, TOKEN), ("PI_OFFLINE", "1")),
+        run=("pi", "-p", "--model", join("aibridge/", MODEL), PROMPT),
+        verified_by=_verified("test_pi.py", "test_pi_print", test),
+    )
+
+
+def _qwen_setup(api: Api, protocol: str, model: str, auth_type: str, test: str) -> Setup:
+    prefix = "ANTHROPIC" if api == "anthropic" else "OPENAI"
+    return Setup(
+        api,
+        protocol,
+        model=model,
+        env=(
+            (f"{prefix}_BASE_URL", ANTHROPIC if api == "anthropic" else OPENAI_V1),
+            (f"{prefix}_API_KEY", TOKEN),
+            (f"{prefix}_MODEL", MODEL),
+        ),
+        run=("qwen", "--auth-type", auth_type, PROMPT),
+        verified_by=_verified("test_qwen_code.py", "test_qwen_code_prompt", test),
+    )
+
+
+def _continue(provider: str, base: Slot) -> ConfigFile:
+    model: dict[str | Slot, Template] = {
+        "name": join(MODEL, " (AI Bridge)"),
+        "provider": provider,
+        "model": MODEL,
+        "apiBase": base,
+        "apiKey": "${{ secrets." + TOKEN_ENV + " }}",
+        "roles": ["chat", "edit", "apply"],
+    }
+    return ConfigFile(
+        "~/.continue/config.yaml",
+        "yaml",
+        {"name": "AI Bridge", "version": "1.0.0", "schema": "v1", "models": [model]},
+    )
+
+
+def _continue_setup(api: Api, protocol: str, model: str, base: Slot, test: str) -> Setup:
+    return Setup(
+        api,
+        protocol,
+        model=model,
+        file=_continue(api, base),
+        env=((TOKEN_ENV, TOKEN), ("CONTINUE_CLI_ENABLE_TELEMETRY", "0")),
+        run=("cn", "-p", PROMPT),
+        verified_by=_verified("test_continue.py", "test_continue_cli_print", test),
+    )
+
+
+def _copilot_setup(api: Api, protocol: str, model: str, test: str) -> Setup:
+    wire: tuple[tuple[str, Template], ...] = ()
+    if protocol == "Responses":
+        wire = (("COPILOT_PROVIDER_WIRE_API", "responses"),)
+    return Setup(
+        api,
+        protocol,
+        model=model,
+        env=(
+            ("COPILOT_PROVIDER_BASE_URL", ANTHROPIC if api == "anthropic" else OPENAI_V1),
+            ("COPILOT_PROVIDER_TYPE", api),
+            *wire,
+            ("COPILOT_PROVIDER_API_KEY", TOKEN),
+            ("COPILOT_MODEL", MODEL),
+            ("COPILOT_OFFLINE", "true"),
+        ),
+        run=("copilot", "-p", PROMPT, "-s", "--allow-all-tools", "--disable-client-telemetry"),
+        verified_by=_verified("test_copilot_cli.py", "test_copilot_cli_prompt", test),
+    )
+
+
+def _nanocoder_setup(api: Api, protocol: str, model: str, base: Slot, test: str) -> Setup:
+    provider: dict[str | Slot, Template] = {
+        "name": "aibridge",
+        "baseUrl": base,
+        "apiKey": "${" + TOKEN_ENV + "}",
+        "models": [MODEL],
+    }
+    if api == "anthropic":
+        provider["sdkProvider"] = "anthropic"
+    return Setup(
+        api,
+        protocol,
+        model=model,
+        file=ConfigFile(
+            "~/.config/nanocoder/agents.config.json",
+            "json",
+            {"nanocoder": {"providers": [provider]}},
+        ),
+        env=((TOKEN_ENV, TOKEN),),
+        run=(
+            *("nanocoder", "--provider", "aibridge", "--model", MODEL),
+            *("run", "--trust-directory", PROMPT),
+        ),
+        verified_by=_verified("test_nanocoder.py", "test_nanocoder_run", test),
+    )
+
+
+def _vibe_setup(api: Api, protocol: str, model: str, style: str, base: Slot, test: str) -> Setup:
+    provider: dict[str | Slot, Template] = {
+        "name": "aibridge",
+        "api_base": base,
+        "api_key_env_var": TOKEN_ENV,
+        "api_style": style,
+        "backend": "generic",
+    }
+    config: dict[str | Slot, Template] = {
+        "active_model": MODEL,
+        "providers": [provider],
+        "models": [{"name": MODEL, "provider": "aibridge", "alias": MODEL}],
+    }
+    return Setup(
+        api,
+        protocol,
+        model=model,
+        file=ConfigFile("~/.vibe/config.toml", "toml", config),
+        env=((TOKEN_ENV, TOKEN),),
+        run=("vibe", "-p", PROMPT, "--trust"),
+        verified_by=_verified("test_mistral_vibe.py", "test_mistral_vibe_prompt", test),
     )
 
 
@@ -509,7 +686,11 @@ CLIENTS: tuple[Client, ...] = (
         "factory",
         "Factory (Droid)",
         recorded_as="Factory",
-        wire=Wire(user_agent_prefixes=("factory-cli/",)),
+        wire=Wire(
+            user_agent_prefixes=("factory-cli/",),
+            # Its session id, on the Responses API only.
+            session_body_fields=("prompt_cache_key",),
+        ),
         setups=(
             Setup(
                 "anthropic",
@@ -537,10 +718,13 @@ CLIENTS: tuple[Client, ...] = (
         notes=(
             "Bring-your-own-key custom models: no Factory sign-in is needed. Droid still"
             " calls Factory's API and telemetry hosts; it goes on when they are refused."
-            " It sends no session id.",
+            " Its session id shows only on the Responses API, as `prompt_cache_key`.",
+            "The suite runs the Linux x64 build straight from its platform package (npm"
+            " `@factory/cli-linux-x64`, program `bin/droid`): the `@factory/cli` release"
+            " of the same version names a platform package missing from the registry.",
         ),
-        pinned="npm:droid",
-        version="0.215.0",
+        pinned="npm:@factory/cli-linux-x64",
+        version="0.225.2",
         aliases=("droid",),
     ),
     Client(
@@ -714,6 +898,284 @@ CLIENTS: tuple[Client, ...] = (
         pinned="npm:@kilocode/cli",
         version="7.7.7",
         aliases=("kilo",),
+    ),
+    Client(
+        "pi",
+        "pi",
+        wire=Wire(
+            # pi sends its SDKs' User-Agents (Anthropic/JS, OpenAI/JS).
+            system_prompt_prefixes=("You are an expert coding assistant operating inside pi",),
+            session_headers=("session_id",),
+            session_body_fields=("prompt_cache_key",),
+        ),
+        setups=(
+            _pi_setup(
+                "anthropic", "Messages", CLAUDE_MODEL, "anthropic-messages", ANTHROPIC, "messages"
+            ),
+            _pi_setup(
+                "openai", "Chat Completions", GPT_MODEL, "openai-completions", OPENAI_V1, "chat"
+            ),
+            _pi_setup("openai", "Responses", GPT_MODEL, "openai-responses", OPENAI_V1, "responses"),
+        ),
+        notes=(
+            "The coding agent `pi` (npm `@mariozechner/pi-coding-agent`). `PI_OFFLINE=1`"
+            " stops its update checks and install telemetry, which have no use through the"
+            " bridge. Tool use included: the suite has it run its `read` tool.",
+        ),
+        pinned="npm:@mariozechner/pi-coding-agent",
+        version="0.73.1",
+        aliases=("pi-coding-agent",),
+    ),
+    Client(
+        "qwen-code",
+        "Qwen Code",
+        wire=Wire(
+            user_agent_prefixes=("QwenCode/",),
+            # On Anthropic it sends `claude-cli/<its version>` and `x-app: cli`:
+            # its system prompts tell it from Claude Code (the agent's, and the
+            # memory-extraction subagent's it runs after each prompt).
+            system_prompt_prefixes=(
+                "You are Qwen Code",
+                "You are now acting as the managed memory extraction subagent",
+            ),
+            session_body_fields=("prompt_cache_key",),
+        ),
+        setups=(
+            _qwen_setup("openai", "Chat Completions", GPT_MODEL, "openai", "chat"),
+            _qwen_setup("openai", "Responses", GPT_MODEL, "openai-responses", "responses"),
+            _qwen_setup("anthropic", "Messages", CLAUDE_MODEL, "anthropic", "messages"),
+        ),
+        notes=(
+            "`qwen <prompt>` runs one prompt; without one it starts interactively."
+            " `--auth-type` may instead be `security.auth.selectedType` in"
+            " `~/.qwen/settings.json`, where the suite also turns off its update checks"
+            " and usage statistics (`general.enableAutoUpdate`,"
+            " `privacy.usageStatisticsEnabled`, `telemetry.enabled`: false).",
+        ),
+        pinned="npm:@qwen-code/qwen-code",
+        version="0.24.4",
+        aliases=("qwen",),
+    ),
+    Client(
+        "continue",
+        "Continue CLI",
+        recorded_as="Continue",
+        wire=Wire(
+            # Its User-Agents are its libraries' (`ls/JS`, `node-fetch`).
+            system_prompt_prefixes=("You are an agent in the Continue CLI",),
+        ),
+        setups=(
+            _continue_setup("openai", "Responses", GPT_MODEL, OPENAI_V1, "responses"),
+            _continue_setup("anthropic", "Messages", CLAUDE_MODEL, ANTHROPIC_V1, "messages"),
+        ),
+        notes=(
+            "The Continue CLI `cn` (npm `@continuedev/cli`) without a Continue sign-in:"
+            " the model is a local config file, whose `${{ secrets.NAME }}` it reads"
+            " from the environment. It sends no session id. With the `openai` provider it"
+            " speaks the Responses API to `gpt-5` (and kept doing so in the suite with"
+            " `useResponsesApi: false`).",
+        ),
+        pinned="npm:@continuedev/cli",
+        version="1.5.47",
+        aliases=("cn", "continue-cli"),
+    ),
+    Client(
+        "copilot-cli",
+        "GitHub Copilot CLI",
+        recorded_as="Copilot CLI",
+        wire=Wire(
+            # It sends its SDKs' User-Agents (with `x-initiator` and
+            # `x-interaction-type` headers of Copilot's own).
+            system_prompt_prefixes=("You are the GitHub Copilot CLI",),
+            session_body_fields=("prompt_cache_key",),
+        ),
+        setups=(
+            _copilot_setup("openai", "Chat Completions", GPT_MODEL, "chat"),
+            _copilot_setup("openai", "Responses", GPT_MODEL, "responses"),
+            _copilot_setup("anthropic", "Messages", CLAUDE_MODEL, "messages"),
+        ),
+        notes=(
+            "The `copilot` command (npm `@github/copilot`) with a bring-your-own-key"
+            " provider: no GitHub sign-in is needed, and `COPILOT_OFFLINE=true` keeps it"
+            " off GitHub's services (telemetry, updates, web tools) altogether. Its session"
+            " shows only on Responses, as `prompt_cache_key`.",
+        ),
+        pinned="npm:@github/copilot",
+        version="1.0.102",
+        aliases=("github-copilot-cli",),
+    ),
+    Client(
+        "grok-cli",
+        "Grok CLI",
+        wire=Wire(system_prompt_prefixes=("You are Grok CLI",)),
+        setups=(
+            Setup(
+                "openai",
+                "Chat Completions",
+                model=GPT_MODEL,
+                env=(
+                    ("GROK_BASE_URL", OPENAI_V1),
+                    ("GROK_API_KEY", TOKEN),
+                    ("GROK_MODEL", MODEL),
+                ),
+                run=("grok", "-p", PROMPT),
+                verified_by=(
+                    SUITE + "test_grok_cli.py::test_grok_cli_prompt",
+                    SUITE + "test_grok_cli.py::test_grok_cli_runs_its_view_file_tool",
+                ),
+            ),
+        ),
+        notes=(
+            "The community Grok CLI (npm `@vibe-kit/grok-cli`), made for xAI's"
+            " OpenAI-compatible API. Its requests are not streamed and carry xAI's"
+            " `search_parameters` field, which the bridge passes on as sent: the provider"
+            " behind the bridge must accept it. It sends no session id.",
+        ),
+        pinned="npm:@vibe-kit/grok-cli",
+        version="0.0.34",
+        aliases=("grok",),
+    ),
+    Client(
+        "nanocoder",
+        "Nanocoder",
+        wire=Wire(system_prompt_prefixes=("You are Nanocoder,",)),
+        setups=(
+            _nanocoder_setup("openai", "Chat Completions", GPT_MODEL, OPENAI_V1, "openai"),
+            _nanocoder_setup("anthropic", "Messages", CLAUDE_MODEL, ANTHROPIC_V1, "anthropic"),
+        ),
+        notes=(
+            "Nanocoder (npm `@nanocollective/nanocoder`) also reads a project's"
+            " `agents.config.json`; `NANOCODER_CONFIG_DIR` moves the global one. It needs"
+            " Node.js 22 or later. It sends only the AI SDK's User-Agent and no session id.",
+        ),
+        pinned="npm:@nanocollective/nanocoder",
+        version="1.30.0",
+    ),
+    Client(
+        "aider",
+        "Aider",
+        wire=Wire(system_prompt_prefixes=("Act as an expert software developer",)),
+        setups=(
+            Setup(
+                "openai",
+                "Chat Completions",
+                model=GPT_MODEL,
+                env=(
+                    ("OPENAI_API_BASE", OPENAI_V1),
+                    ("OPENAI_API_KEY", TOKEN),
+                    ("AIDER_MODEL", join("openai/", MODEL)),
+                ),
+                run=("aider", "--message", PROMPT),
+                verified_by=(SUITE + "test_aider.py::test_aider_message[openai]",),
+            ),
+            Setup(
+                "anthropic",
+                "Messages",
+                model=CLAUDE_MODEL,
+                env=(
+                    ("ANTHROPIC_API_BASE", ANTHROPIC),
+                    ("ANTHROPIC_API_KEY", TOKEN),
+                    ("AIDER_MODEL", join("anthropic/", MODEL)),
+                ),
+                run=("aider", "--message", PROMPT),
+                verified_by=(SUITE + "test_aider.py::test_aider_message[anthropic]",),
+            ),
+        ),
+        notes=(
+            "Aider (PyPI `aider-chat`) reaches models through LiteLLM: it sends the OpenAI"
+            " SDK's User-Agent or LiteLLM's; `AIDER_*` variables are its command-line"
+            " options. It sends no session id. It asks GitHub for LiteLLM's model list"
+            " whatever its settings, and goes on when refused.",
+        ),
+        pinned="pypi:aider-chat",
+        version="0.86.2",
+    ),
+    Client(
+        "shell-gpt",
+        "ShellGPT",
+        wire=Wire(system_prompt_prefixes=("You are ShellGPT",)),
+        setups=(
+            Setup(
+                "openai",
+                "Chat Completions",
+                model=GPT_MODEL,
+                env=(
+                    ("API_BASE_URL", OPENAI_V1),
+                    ("OPENAI_API_KEY", TOKEN),
+                    ("DEFAULT_MODEL", MODEL),
+                ),
+                run=("sgpt", PROMPT),
+                verified_by=(SUITE + "test_shell_gpt.py::test_shell_gpt_prompt",),
+            ),
+        ),
+        notes=(
+            "`sgpt` (PyPI `shell-gpt`); the same keys go in `~/.config/shell_gpt/.sgptrc`,"
+            " which the environment overrides. It sends the OpenAI SDK's User-Agent and no"
+            " session id.",
+        ),
+        pinned="pypi:shell-gpt",
+        version="1.5.1",
+        aliases=("sgpt",),
+    ),
+    Client(
+        "mistral-vibe",
+        "Mistral Vibe",
+        wire=Wire(
+            # It sends httpx's User-Agent; its session travels as `x-affinity`.
+            header_markers=(("x-affinity", ""),),
+            session_headers=("x-affinity",),
+        ),
+        setups=(
+            _vibe_setup("openai", "Chat Completions", GPT_MODEL, "openai", OPENAI_V1, "chat"),
+            _vibe_setup(
+                "openai", "Responses", GPT_MODEL, "openai-responses", OPENAI_V1, "responses"
+            ),
+            _vibe_setup("anthropic", "Messages", CLAUDE_MODEL, "anthropic", ANTHROPIC, "messages"),
+        ),
+        notes=(
+            "`vibe` (PyPI `mistral-vibe`, Python 3.12 or later). `--trust` lets it work in"
+            " the current folder for this run without asking.",
+        ),
+        pinned="pypi:mistral-vibe",
+        version="3.0.3",
+        aliases=("vibe",),
+    ),
+    Client(
+        "gptme",
+        "gptme",
+        wire=Wire(
+            # Its own prompt, and that of the title it asks for once per conversation.
+            system_prompt_prefixes=("You are gptme", "Generate concise conversation titles."),
+        ),
+        setups=(
+            Setup(
+                "openai",
+                "Responses",
+                model=GPT_MODEL,
+                env=(("OPENAI_BASE_URL", OPENAI_V1), ("OPENAI_API_KEY", TOKEN)),
+                run=("gptme", "--non-interactive", "--model", join("openai/", MODEL), PROMPT),
+                verified_by=(SUITE + "test_gptme.py::test_gptme_prompt[openai]",),
+            ),
+            Setup(
+                "anthropic",
+                "Messages",
+                model=CLAUDE_MODEL,
+                env=(("ANTHROPIC_BASE_URL", ANTHROPIC), ("ANTHROPIC_API_KEY", TOKEN)),
+                run=(
+                    *("gptme", "--non-interactive", "--model"),
+                    *(join("anthropic/", MODEL), PROMPT),
+                ),
+                verified_by=(SUITE + "test_gptme.py::test_gptme_prompt[anthropic]",),
+            ),
+        ),
+        notes=(
+            "gptme (PyPI `gptme`) builds the providers' own SDKs, which read these"
+            " variables; it sends their User-Agents and no session id. Its token counter"
+            " (tiktoken) asks OpenAI's blob storage for its encodings, and gptme goes on"
+            " when refused.",
+        ),
+        pinned="pypi:gptme",
+        version="0.35.1",
     ),
     Client(
         "roo-code",

@@ -231,11 +231,14 @@ def configure(
     byok_header: str = DEFAULT_BYOK_HEADER,
     user_key: str | None = None,
     websocket: bool = False,
+    protocol: str | None = None,
 ) -> ClientConfig:
     """The configuration that points ``client`` at the bridge mounted at
     ``base_url`` (e.g. ``https://host/api/v2/aibridge``) with the host token
     ``token``, for ``api`` (default: the client's first) and ``model``
-    (default: the entry's).
+    (default: the entry's). ``protocol`` picks among the setups of one API
+    for clients that speak several (``"chat"`` or ``"responses"`` for
+    OpenAI; default: the first listed).
 
     With ``byok``, the bring-your-own-key form: the host token goes in the
     header ``byok_header`` and the user's own provider key (``user_key``, or
@@ -254,7 +257,7 @@ def configure(
     entry = client if isinstance(client, Client) else find_client(client)
     if not entry.supported:
         raise ClientNotSupported(f"{entry.name} cannot use the bridge: {entry.unsupported}")
-    setup = entry.setup(api)
+    setup = entry.setup(api, protocol)
     values = bridge_urls(base_url)
     values[Slot.TOKEN] = token
     values[Slot.MODEL] = model or setup.model
@@ -284,8 +287,12 @@ def configure(
             notes = (WEBSOCKET_NOTE, *notes)
             # The suite runs the WebSocket switch with the gateway token alone.
             verified_by = () if byok else setup.websocket_verified_by
-        dump = _syntax.dump_toml if file.syntax == "toml" else _syntax.dump_json
-        file_content = dump(data)
+        if file.syntax == "toml":
+            file_content = _syntax.dump_toml(data)
+        elif file.syntax == "yaml":
+            file_content = _syntax.dump_yaml(data)
+        else:
+            file_content = _syntax.dump_json(data)
     return ClientConfig(
         client=entry.key,
         name=entry.name,
@@ -324,6 +331,7 @@ class _Rule:
     headers: tuple[tuple[str, str], ...]
     prompts: tuple[str, ...]
     sessions: tuple[str, ...]
+    body_sessions: tuple[str, ...]
     metadata_session: bool
 
 
@@ -334,6 +342,7 @@ def _rule(client: Client, wire: Wire) -> _Rule:
         tuple((h.lower(), v.lower()) for h, v in wire.header_markers),
         wire.system_prompt_prefixes,
         tuple(h.lower() for h in wire.session_headers),
+        wire.session_body_fields,
         wire.session_in_metadata_user_id,
     )
 
@@ -413,6 +422,11 @@ def _found(
         value = headers.get(name)
         if value:
             return rule.name, value
+    if body:
+        for field in rule.body_sessions:
+            value = body.get(field)
+            if isinstance(value, str) and value:
+                return rule.name, value
     if rule.metadata_session:
         return rule.name, _session_from_user_id(body)
     return rule.name, None
@@ -424,19 +438,22 @@ def detect_client(
     """Return ``(client name, session id or None)``.
 
     ``headers`` maps lower-case header names to values; ``body`` is the parsed
-    request body when there is one. A client's own User-Agent or header wins;
-    then how the system prompt begins; then an SDK's User-Agent. Unrecognised
-    clients are ``"unknown"``.
+    request body when there is one (it is read, never parsed again: a few
+    field look-ups). How the system prompt begins wins, being the client's
+    own words (User-Agents get borrowed: Qwen Code sends Claude Code's);
+    then a client's own User-Agent or header; then an SDK's User-Agent.
+    Unrecognised clients are ``"unknown"`` (their User-Agent is still in
+    :attr:`~aibridge_asgi.InterceptionStarted.user_agent`).
     """
-    user_agent = headers.get("user-agent", "").lower()
-    for rule in _SPECIFIC:
-        if _marked(rule, user_agent, headers):
-            return _found(rule, headers, body)
     start = _system_prompt_start(body) if _BY_PROMPT else ""
     if start:
         for rule in _BY_PROMPT:
             if start.startswith(rule.prompts):
                 return _found(rule, headers, body)
+    user_agent = headers.get("user-agent", "").lower()
+    for rule in _SPECIFIC:
+        if _marked(rule, user_agent, headers):
+            return _found(rule, headers, body)
     for rule in _GENERIC:
         if _marked(rule, user_agent, headers):
             return _found(rule, headers, body)

@@ -18,6 +18,7 @@ from typing import Any
 import anthropic
 import openai
 import pytest
+import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -67,6 +68,24 @@ URL_FORMS: dict[tuple[str, Api], str] = {
     ("anthropic-node", "anthropic"): "/anthropic",
     ("gemini-cli", "gemini"): "/gemini",
     ("google-genai-python", "gemini"): "/gemini",
+    ("pi", "anthropic"): "/anthropic",
+    ("pi", "openai"): "/openai/v1",
+    ("qwen-code", "openai"): "/openai/v1",
+    ("qwen-code", "anthropic"): "/anthropic",
+    ("continue", "openai"): "/openai/v1",
+    ("continue", "anthropic"): "/anthropic/v1",
+    ("copilot-cli", "openai"): "/openai/v1",
+    ("copilot-cli", "anthropic"): "/anthropic",
+    ("grok-cli", "openai"): "/openai/v1",
+    ("nanocoder", "openai"): "/openai/v1",
+    ("nanocoder", "anthropic"): "/anthropic/v1",
+    ("aider", "openai"): "/openai/v1",
+    ("aider", "anthropic"): "/anthropic",
+    ("shell-gpt", "openai"): "/openai/v1",
+    ("mistral-vibe", "openai"): "/openai/v1",
+    ("mistral-vibe", "anthropic"): "/anthropic",
+    ("gptme", "openai"): "/openai/v1",
+    ("gptme", "anthropic"): "/anthropic",
 }
 
 ISSUE_CLIENTS = (
@@ -92,10 +111,26 @@ ISSUE_CLIENTS = (
     "openai-node",
     "anthropic-node",
     "google-genai-python",
+    # issue 17
+    "pi",
+    "Qwen Code",
+    "Continue CLI",
+    "GitHub Copilot CLI",
+    "Grok CLI",
+    "Nanocoder",
+    "Aider",
+    "ShellGPT",
+    "Mistral Vibe",
+    "gptme",
 )
 
 SETUPS = [
-    pytest.param(client.key, setup.api, id=f"{client.key}-{setup.api}")
+    pytest.param(
+        client.key,
+        setup.api,
+        setup.protocol,
+        id=f"{client.key}-{setup.api}-{setup.protocol.split(',')[0].split()[0].lower()}",
+    )
     for client in CLIENTS
     for setup in client.setups
     if client.supported
@@ -107,6 +142,8 @@ def parsed_file(config: ClientConfig) -> Any:
         return None
     if config.file_syntax == "toml":
         return tomllib.loads(config.file_content)
+    if config.file_syntax == "yaml":
+        return yaml.safe_load(config.file_content)
     assert config.file_syntax == "json"
     return json.loads(config.file_content)
 
@@ -220,20 +257,36 @@ def test_every_named_test_exists() -> None:
     assert not missing, f"the table names tests that do not exist: {sorted(missing)}"
 
 
+def _pypi_name(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def _pins(path: Path) -> dict[str, str]:
+    pins = {}
+    for line in path.read_text().splitlines():
+        if "==" in line and not line.startswith("#"):
+            name, version = line.split("==", 1)
+            pins[_pypi_name(name)] = version.strip()
+    return pins
+
+
 def test_versions_are_the_pinned_ones() -> None:
-    npm = json.loads((ROOT / "tests/clients/package.json").read_text())["dependencies"]
-    pypi = dict(
-        line.split("==", 1)
-        for line in (ROOT / "tests/clients/requirements.txt").read_text().splitlines()
-        if "==" in line and not line.startswith("#")
-    )
+    """npm clients in package.json; PyPI clients in their own lock,
+    tests/clients/python/<package>.txt, the SDKs in requirements.txt."""
+    package = json.loads((ROOT / "tests/clients/package.json").read_text())
+    npm = {**package["dependencies"], **package.get("optionalDependencies", {})}
+    sdks = _pins(ROOT / "tests/clients/requirements.txt")
     for client in CLIENTS:
         if any(s.verified_by for s in client.setups):
             assert client.pinned and client.version, client.key
         if client.pinned:
-            registry, package = client.pinned.split(":", 1)
-            pins = npm if registry == "npm" else pypi
-            assert pins.get(package) == client.version, client.key
+            registry, name = client.pinned.split(":", 1)
+            if registry == "npm":
+                pinned = npm.get(name)
+            else:
+                lock = ROOT / "tests/clients/python" / f"{name}.txt"
+                pinned = (_pins(lock) if lock.exists() else sdks).get(_pypi_name(name))
+            assert pinned == client.version, client.key
 
 
 def test_the_docs_page_is_generated_from_the_table() -> None:
@@ -247,23 +300,23 @@ def test_the_docs_page_is_generated_from_the_table() -> None:
 # -- configure() ----------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("key", "api"), SETUPS)
-def test_each_entry_gets_its_base_url_form(key: str, api: Api) -> None:
-    config = configure(key, BASE, ODD_TOKEN, api=api)
-    assert config.api == api and config.client == key
+@pytest.mark.parametrize(("key", "api", "protocol"), SETUPS)
+def test_each_entry_gets_its_base_url_form(key: str, api: Api, protocol: str) -> None:
+    config = configure(key, BASE, ODD_TOKEN, api=api, protocol=protocol)
+    assert (config.api, config.protocol, config.client) == (api, protocol, key)
     urls = {v for v in everything(config) if "ai.example.com" in v}
     assert urls == {BASE + URL_FORMS[(key, api)]}
     # A trailing slash on the mount URL changes nothing.
-    assert configure(key, BASE + "/", ODD_TOKEN, api=api) == config
+    assert configure(key, BASE + "/", ODD_TOKEN, api=api, protocol=protocol) == config
 
 
 def test_every_setup_has_an_expected_url_form() -> None:
-    assert {(k, a) for k, a in (p.values for p in SETUPS)} == set(URL_FORMS)
+    assert {(k, a) for k, a, _ in (p.values for p in SETUPS)} == set(URL_FORMS)
 
 
-@pytest.mark.parametrize(("key", "api"), SETUPS)
-def test_tokens_with_odd_characters_survive(key: str, api: Api) -> None:
-    config = configure(key, BASE, ODD_TOKEN, api=api)
+@pytest.mark.parametrize(("key", "api", "protocol"), SETUPS)
+def test_tokens_with_odd_characters_survive(key: str, api: Api, protocol: str) -> None:
+    config = configure(key, BASE, ODD_TOKEN, api=api, protocol=protocol)
     values = everything(config)
     assert ODD_TOKEN in values, "the token reaches the client"
     if config.env:
@@ -281,13 +334,15 @@ def test_tokens_with_odd_characters_survive(key: str, api: Api) -> None:
         assert config.env_vars.get(TOKEN_ENV) == ODD_TOKEN or key in ("zed", "gemini-cli")
 
 
-@pytest.mark.parametrize(("key", "api"), [p.values for p in SETUPS if p.values[0] != "cline"])
-def test_files_stay_valid_whatever_the_values(key: str, api: Api) -> None:
+@pytest.mark.parametrize(
+    ("key", "api", "protocol"), [p.values for p in SETUPS if p.values[0] != "cline"]
+)
+def test_files_stay_valid_whatever_the_values(key: str, api: Api, protocol: str) -> None:
     """A mount URL and model with quotes, backslashes, a newline and
-    non-ASCII: the TOML or JSON file still parses to exactly those values."""
+    non-ASCII: the TOML, JSON or YAML file still parses to exactly those values."""
     base = "https://ai.example.com/odd\"\\path'ü"
     model = 'm"o\\d\te\nl-ü\x7f'
-    config = configure(key, base, ODD_TOKEN, api=api, model=model)
+    config = configure(key, base, ODD_TOKEN, api=api, model=model, protocol=protocol)
     if config.file_content is None:
         return
     data = parsed_file(config)
@@ -313,6 +368,30 @@ def test_files_stay_valid_whatever_the_values(key: str, api: Api) -> None:
 )
 def test_toml_writer_round_trips(table: dict[str, Any]) -> None:
     assert tomllib.loads(_syntax.dump_toml(table)) == table
+
+
+_YAML_SCALARS = st.one_of(
+    st.text(max_size=30), st.integers(min_value=-(2**63), max_value=2**63 - 1), st.booleans()
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.dictionaries(
+        st.text(min_size=1, max_size=12),
+        st.recursive(
+            _YAML_SCALARS,
+            lambda inner: st.one_of(
+                st.lists(inner, max_size=3),
+                st.dictionaries(st.text(min_size=1, max_size=8), inner, max_size=3),
+            ),
+            max_leaves=8,
+        ),
+        max_size=5,
+    )
+)
+def test_yaml_writer_round_trips(document: dict[str, Any]) -> None:
+    assert yaml.safe_load(_syntax.dump_yaml(document)) == document
 
 
 @given(st.text(max_size=40))
@@ -399,12 +478,20 @@ def test_detection_reads_the_table(headers: dict[str, str], expected: str) -> No
     assert detect_client(headers)[0] == expected
 
 
-def test_detection_order_own_markers_then_prompt_then_sdk() -> None:
+def test_detection_order_prompt_then_own_markers_then_sdk() -> None:
     cline = {"messages": [{"role": "system", "content": "You are Cline, a coder."}]}
     # Cline's VS Code extension speaks through the OpenAI SDK for Node.
     assert detect_client({"user-agent": "OpenAI/JS 7.0"}, cline) == ("Cline", None)
-    # A client's own User-Agent wins over a system prompt.
-    assert detect_client({"user-agent": "factory-cli/1"}, cline) == ("Factory", None)
+    # A system prompt wins over a User-Agent, which may be borrowed (Qwen
+    # Code sends Claude Code's on Anthropic) ...
+    qwen = {"system": [{"type": "text", "text": "You are Qwen Code, a CLI agent."}]}
+    claude_ua = {"user-agent": "claude-cli/0.24.4 (external, cli)", "x-app": "cli"}
+    assert detect_client(claude_ua, qwen) == ("Qwen Code", None)
+    # ... and a client's own User-Agent still names it when the prompt is not one
+    # the table knows.
+    other = {"system": "You are a helpful assistant."}
+    assert detect_client({"user-agent": "factory-cli/1"}, other) == ("Factory", None)
+    assert detect_client(claude_ua, other) == ("Claude Code", None)
     headers = {"user-agent": "kilo/7.7.7", "x-session-id": "ses_9"}
     assert detect_client(headers) == ("Kilo Code", "ses_9")
 
@@ -455,6 +542,22 @@ def test_cli_prints_the_configuration(home: Path) -> None:
     data = json.loads(out)
     assert data["file"]["path"] == "~/.config/zed/settings.json"
     assert data["env"] == {"OPENAI_API_KEY": "t"}
+
+
+def test_cli_picks_a_protocol(home: Path) -> None:
+    args = ("configure", "pi", "--base-url", BASE, "--token", "t", "--format", "json")
+    code, out, _ = run_main(*args, "--api", "openai", "--protocol", "responses")
+    assert code == 0
+    data = json.loads(out)
+    assert (data["api"], data["protocol"]) == ("openai", "Responses")
+    provider = json.loads(data["file"]["content"])["providers"]["aibridge"]
+    assert (provider["api"], provider["baseUrl"]) == ("openai-responses", BASE + "/openai/v1")
+    code, out, _ = run_main(*args, "--api", "openai")  # the first OpenAI setup
+    assert code == 0 and json.loads(out)["protocol"] == "Chat Completions"
+    code, _, err = run_main(*args, "--api", "openai", "--protocol", "messages")
+    assert code == 2 and "does not speak 'messages'" in err
+    code, _, err = run_main(*args, "--api", "anthropic", "--protocol", "responses")
+    assert code == 2 and "(it speaks Messages)" in err
 
 
 def test_cli_errors(home: Path) -> None:

@@ -160,3 +160,36 @@ def test_minting_a_token_for_a_client(start_host: Callable[..., RunningHost]) ->
         # An unknown client name shows the default one.
         r = browser.get("/connect", params={"client": "<script>"})
         assert 'data-client="claude-code"' in r.text and "<script>" not in r.text
+
+
+def test_connect_page_offers_each_protocol_of_an_api(
+    start_host: Callable[..., RunningHost],
+) -> None:
+    """pi speaks Chat Completions and Responses on OpenAI: one link each,
+    each to its own configuration, and the token minted for the one shown."""
+    host = start_host()
+    bridge = host.url + "/api/v2/aibridge"
+    with _signed_in(host, host.user("alice")) as browser:
+        r = browser.get("/connect", params={"client": "pi"})
+        assert r.status_code == 200
+        links = html.unescape(r.text)
+        assert "/connect?client=pi&api=openai&protocol=Chat+Completions" in links
+        assert "/connect?client=pi&api=openai&protocol=Responses" in links
+        assert "/connect?client=pi&api=anthropic" in links
+        (config_file,) = _pre_blocks(r.text, "file")
+        assert '"api": "anthropic-messages"' in config_file  # the first setup
+        for protocol, pi_api in (("Chat Completions", "openai-completions"),
+                                 ("Responses", "openai-responses")):  # fmt: skip
+            r = browser.get(
+                "/connect", params={"client": "pi", "api": "openai", "protocol": protocol}
+            )
+            (config_file,) = _pre_blocks(r.text, "file")
+            assert f'"api": "{pi_api}"' in config_file
+            assert f'"baseUrl": "{bridge}/openai/v1"' in config_file
+            assert f'name="protocol" value="{protocol}"' in r.text
+        r = browser.post(
+            "/connect", data={"client": "pi", "api": "openai", "protocol": "Responses"}
+        )
+        (config_file,) = _pre_blocks(r.text, "file")
+        assert '"api": "openai-responses"' in config_file
+        assert re.search(r'<code id="new-token">[^<]+</code>', r.text)

@@ -37,7 +37,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Route
 
-from aibridge_asgi.client_table import API_NAMES, CLIENTS, Api, Client
+from aibridge_asgi.client_table import API_NAMES, CLIENTS, Client, Setup
 from aibridge_asgi.clients import ClientConfig, UnknownClient, configure, find_client
 
 from . import charts
@@ -415,14 +415,14 @@ def _config_html(config: ClientConfig, kind: str = "") -> str:
     return "".join(parts)
 
 
-def _byok_html(client: Client, base_url: str, token: str, api: Api) -> str:
+def _byok_html(client: Client, base_url: str, token: str, setup: Setup) -> str:
     """The bring-your-own-key form of the setup, or why there is none."""
-    if client.setup(api).byok is None:
+    if setup.byok is None:
         return (
             '<p class="byok none">Bring your own key: not with this tool (it has no known'
             " way to send an extra header); it uses this host's provider key.</p>"
         )
-    config = configure(client, base_url, token, api=api, byok=True)
+    config = configure(client, base_url, token, api=setup.api, protocol=setup.protocol, byok=True)
     return (
         '<details class="byok"><summary>Bring your own key instead</summary>'
         "<p>Your token goes in an extra header and your own provider key (or"
@@ -431,8 +431,12 @@ def _byok_html(client: Client, base_url: str, token: str, api: Api) -> str:
     )
 
 
-def _connect_link(client: Client, api: str | None = None) -> str:
-    query = {"client": client.key, **({"api": api} if api else {})}
+def _connect_link(client: Client, setup: Setup | None = None) -> str:
+    query = {"client": client.key}
+    if setup is not None:
+        query["api"] = setup.api
+        if sum(s.api == setup.api for s in client.setups) > 1:
+            query["protocol"] = setup.protocol
     return escape("/connect?" + urlencode(query))
 
 
@@ -449,13 +453,14 @@ def _client_nav(selected: Client) -> str:
     )
 
 
-def _api(client: Client, value: str | None) -> Api | None:
-    """``value`` if it names an API the client can use."""
-    return next((api for api in client.apis if api == value), None)
+def _setup(client: Client, api: str | None, protocol: str | None) -> Setup | None:
+    """The client's setup for that API (and protocol, where it speaks several
+    there); None for the client's first."""
+    same_api = [s for s in client.setups if s.api == api]
+    return next((s for s in same_api if s.protocol == protocol), same_api[0] if same_api else None)
 
 
-def _verification(client: Client, api: Api) -> str:
-    setup = client.setup(api)
+def _verification(client: Client, setup: Setup) -> str:
     if setup.verified_by:
         version = f" {client.version}" if client.version else ""
         return (
@@ -472,7 +477,9 @@ def _same_origin(request: Request) -> bool:
     return origin is None or origin == f"{request.url.scheme}://{request.url.netloc}"
 
 
-def _connect_content(request: Request, client: Client, api: Api | None, token: str | None) -> str:
+def _connect_content(
+    request: Request, client: Client, chosen: Setup | None, token: str | None
+) -> str:
     base_url = str(request.base_url).rstrip("/") + request.app.state.bridge_prefix
     values = {
         "base_url": escape(base_url),
@@ -489,13 +496,16 @@ def _connect_content(request: Request, client: Client, api: Api | None, token: s
     if not client.supported:
         values["body"] = f'<p class="error">{_inline_code(client.unsupported or "")}</p>'
         return template("connect.html").substitute(values)
-    config = configure(client, base_url, token or TOKEN_PLACEHOLDER, api=api)
+    setup = chosen or client.setups[0]
+    config = configure(
+        client, base_url, token or TOKEN_PLACEHOLDER, api=setup.api, protocol=setup.protocol
+    )
     if len(client.setups) > 1:
         values["apis"] = (
             '<nav class="ranges">'
             + " ".join(
-                f'<a href="{_connect_link(client, s.api)}"'
-                f"{' class=on' if s.api == config.api else ''}>"
+                f'<a href="{_connect_link(client, s)}"'
+                f"{' class=on' if s is setup else ''}>"
                 f"{API_NAMES[s.api]} API ({escape(s.protocol)})</a>"
                 for s in client.setups
             )
@@ -511,13 +521,14 @@ def _connect_content(request: Request, client: Client, api: Api | None, token: s
             '<form method="post" action="/connect" class="mint">'
             f'<input type="hidden" name="client" value="{escape(client.key)}">'
             f'<input type="hidden" name="api" value="{escape(config.api)}">'
+            f'<input type="hidden" name="protocol" value="{escape(config.protocol)}">'
             f'<button type="submit">Create a token for {escape(client.name)}</button>'
             f" <span>or put one of your tokens where it says"
             f" <code>{escape(TOKEN_PLACEHOLDER)}</code>.</span></form>"
         )
     values["body"] = _config_html(config)
-    values["byok"] = _byok_html(client, base_url, token or TOKEN_PLACEHOLDER, config.api)
-    values["status"] = _verification(client, config.api)
+    values["byok"] = _byok_html(client, base_url, token or TOKEN_PLACEHOLDER, setup)
+    values["status"] = _verification(client, setup)
     return template("connect.html").substitute(values)
 
 
@@ -535,7 +546,7 @@ async def connect_page(request: Request) -> Response:
         client = find_client(form.get("client") or DEFAULT_CLIENT)
     except UnknownClient:
         client = find_client(DEFAULT_CLIENT)
-    api = _api(client, form.get("api"))
+    chosen = _setup(client, form.get("api"), form.get("protocol"))
     token = None
     if request.method == "POST":
         if not _same_origin(request):
@@ -544,7 +555,7 @@ async def connect_page(request: Request) -> Response:
             token = await anyio.to_thread.run_sync(
                 request.app.state.db.new_token, viewer.id, f"connect: {client.name}"
             )
-    content = _connect_content(request, client, api, token)
+    content = _connect_content(request, client, chosen, token)
     return render("Connect your tools", content, viewer)
 
 

@@ -13,6 +13,7 @@ that does not answer.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import signal
@@ -20,6 +21,7 @@ import socket
 import subprocess
 import threading
 import time
+import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -88,10 +90,26 @@ def is_bridged(path: str) -> bool:
     )
 
 
+#: The prompt of :func:`read_tool_round_trip`.
+TOOL_PROMPT = "Read notes.txt and tell me what it says."
+
+
+#: Programs not linked in ``node_modules/.bin``: one shipped in a platform
+#: package, and the PyPI clients, each in a virtualenv of its own (their
+#: dependencies' pins clash with the SDKs of the project's .venv).
+PROGRAMS = {
+    "droid": SUITE / "node_modules/@factory/cli-linux-x64/bin/droid",
+    "aider": SUITE / "pyenvs/aider-chat/bin/aider",
+    "sgpt": SUITE / "pyenvs/shell-gpt/bin/sgpt",
+    "gptme": SUITE / "pyenvs/gptme/bin/gptme",
+    "vibe": SUITE / "pyenvs/mistral-vibe/bin/vibe",
+}
+
+
 def client_program(name: str) -> str:
     """The path of an installed client program; fails (never skips) when the
     pinned clients are not installed."""
-    path = BIN / name
+    path = PROGRAMS.get(name, BIN / name)
     if not path.exists():
         pytest.fail(
             f"{path} is missing: install the pinned clients with `bash scripts/install-clients`",
@@ -123,6 +141,14 @@ class Incoming:
     headers: dict[str, str]
     status: int | None = None
     interception_id: str | None = None
+    body: bytearray = field(default_factory=bytearray)
+
+    def json(self) -> Any:
+        """The body as JSON (None when it is not)."""
+        try:
+            return json.loads(bytes(self.body))
+        except ValueError:
+            return None
 
 
 class Capture:
@@ -144,6 +170,12 @@ class Capture:
         )
         self.seen.append(item)
 
+        async def read() -> Message:
+            message = await receive()
+            if message["type"] == "http.request":
+                item.body.extend(message.get("body", b""))
+            return message
+
         async def watch(message: Message) -> None:
             if message["type"] == "http.response.start":
                 item.status = message["status"]
@@ -152,7 +184,7 @@ class Capture:
                         item.interception_id = value.decode("latin-1")
             await send(message)
 
-        await self.app(scope, receive, watch)
+        await self.app(scope, read, watch)
 
     def for_interception(self, interception_id: str) -> Incoming:
         for item in self.seen:
@@ -403,12 +435,27 @@ class Rig:
         return env
 
     def configure(
-        self, client: str, *, api: Api | None = None, model: str | None = None, **options: Any
+        self,
+        client: str,
+        *,
+        api: Api | None = None,
+        model: str | None = None,
+        protocol: str | None = None,
+        **options: Any,
     ) -> ClientConfig:
         """What ``configure()`` gives for this bridge (its mount URL) and the
-        host token; further ``configure`` options (``byok=True, user_key=...``
-        for the bring-your-own-key form, ``websocket=True``)."""
-        return configure(client, self.running.url, HOST_TOKEN, api=api, model=model, **options)
+        host token, for ``api`` and ``protocol``; further ``configure``
+        options (``byok=True, user_key=...`` for the bring-your-own-key form,
+        ``websocket=True``)."""
+        return configure(
+            client,
+            self.running.url,
+            HOST_TOKEN,
+            api=api,
+            model=model,
+            protocol=protocol,
+            **options,
+        )
 
     def install(
         self, config: ClientConfig, isolation: Mapping[str, str] | None = None
@@ -502,14 +549,17 @@ def check_run(
     client: str,
     provider: str,
     session_header: str | None,
+    session_field: str | None = None,
     allowed_outside: Sequence[str] = (),
     reply: str = REPLY,
     byok_key: str | None = None,
 ) -> InterceptionStarted:
     """Assert what the issue asks of every run; return the start record of
-    the interception that carried the prompt. With ``byok_key`` the client
-    brought its own key: the host token came in ``X-AIBridge-Token`` and the
-    upstream saw ``byok_key`` instead of the provider key."""
+    the interception that carried the prompt. The session id is expected
+    from the ``session_header`` the client sent, else from the body's
+    ``session_field``, else none. With ``byok_key`` the client brought its
+    own key: the host token came in ``X-AIBridge-Token`` and the upstream
+    saw ``byok_key`` instead of the provider key."""
     assert result.returncode == 0, result.describe()
     assert reply in result.stdout, result.describe()
     rig.settle()
@@ -567,7 +617,11 @@ def check_run(
     assert started.provider == provider
     assert started.client == client, f"user agent {started.user_agent!r}"
     assert started.user_agent == incoming.headers.get("user-agent")
-    if session_header is None:
+    if session_field is not None:
+        sent_session = incoming.json().get(session_field)
+        assert sent_session, f"the client sent no {session_field} in the body"
+        assert started.client_session_id == sent_session
+    elif session_header is None:
         assert started.client_session_id is None
     else:
         sent_session = incoming.headers.get(session_header)
@@ -604,3 +658,129 @@ def check_run(
 
 def tool_usages(rig: Rig) -> list[ToolUsage]:
     return rig.running.recorder.of_type(ToolUsage)
+
+
+# -- captured requests: the fixtures of the detection tests -----------------------
+
+#: Where :func:`capture` stores what the clients sent (tests/test_client_detection.py reads them).
+CAPTURED = SUITE / "captured"
+#: Set to 1 to (re)write the fixtures while the suite runs the clients.
+CAPTURE_VARIABLE = "AIBRIDGE_CAPTURE_FIXTURES"
+_TEXT_LIMIT = 300
+
+
+def _short(value: Any) -> Any:
+    """A system prompt (string or list of text parts) cut to its opening."""
+    if isinstance(value, str):
+        return value[:_TEXT_LIMIT]
+    if isinstance(value, list) and value:
+        first = value[0]
+        if isinstance(first, dict) and isinstance(first.get("text"), str):
+            return [{**first, "text": first["text"][:_TEXT_LIMIT]}]
+        return [first] if isinstance(first, str) else []
+    return value
+
+
+def _trimmed_body(body: Any) -> Any:
+    """What detection may read of a body, and no more: the fields around the
+    system prompt (cut to its opening), ``metadata`` and the session-ish
+    top-level strings; the names of all the other fields."""
+    if not isinstance(body, dict):
+        return None
+    kept: dict[str, Any] = {"keys": sorted(body)}
+    for key in ("model", "stream", "metadata", "prompt_cache_key", "user"):
+        if key in body:
+            kept[key] = body[key]
+    for key in ("system", "instructions"):
+        if key in body:
+            kept[key] = _short(body[key])
+    for key in ("messages", "input"):
+        items = body.get(key)
+        if isinstance(items, list) and items and isinstance(items[0], dict):
+            first = items[0]
+            if first.get("role") in ("system", "developer"):
+                kept[key] = [{**first, "content": _short(first.get("content"))}]
+    return kept
+
+
+def capture(rig: Rig, name: str, *, client: str, version: str) -> None:
+    """With ``AIBRIDGE_CAPTURE_FIXTURES=1``, store the bridged requests this
+    run's client sent (headers and the body fields detection reads; the host
+    token and the rig's port masked) as ``captured/<name>.json``."""
+    if os.environ.get(CAPTURE_VARIABLE) != "1":
+        return
+    port = rig.running.url.split("//", 1)[1].split("/", 1)[0]
+    requests = []
+    for item in rig.capture.seen:
+        if item.interception_id is None:
+            continue
+        headers = {
+            k: v.replace(HOST_TOKEN, "<host token>").replace(port, "127.0.0.1:<port>")
+            for k, v in sorted(item.headers.items())
+        }
+        requests.append(
+            {
+                "method": item.method,
+                "path": item.path.replace(MOUNT, "<mount>", 1),
+                "headers": headers,
+                "body": _trimmed_body(item.json()),
+            }
+        )
+    assert requests, "nothing to capture"
+    CAPTURED.mkdir(exist_ok=True)
+    data = {"client": client, "version": version, "requests": requests}
+    text = json.dumps(data, indent=1, ensure_ascii=False).replace(HOST_TOKEN, "<host token>")
+    (CAPTURED / f"{name}.json").write_text(text + "\n", encoding="utf-8")
+
+
+# -- a tool round trip ----------------------------------------------------------------
+
+
+def read_tool_round_trip(
+    rig: Rig,
+    argv: Sequence[str],
+    env: Mapping[str, str],
+    *,
+    tool: str,
+    arg: str,
+    client: str,
+    provider: str,
+    session_header: str | None = None,
+    session_field: str | None = None,
+) -> None:
+    """Run ``argv`` (whose prompt is :data:`TOOL_PROMPT`), have the
+    fake upstream answer the first turn with a call to the client's own file
+    tool ``tool`` (its path argument named ``arg``), and check that the next
+    turn carries the file's content back as the tool's result, that the
+    client printed the final answer, and that the records hold the
+    ``ToolUsage`` with its arguments (besides all of :func:`check_run`)."""
+    secret = f"bridge-notes-{uuid.uuid4().hex[:12]}"
+    notes = rig.work / "notes.txt"
+    notes.write_text(f"The launch code is {secret}.\n")
+    call = ToolCall(tool, {arg: str(notes)}, id=f"call_bridge_{tool.lower()}_01")
+    prompt = TOOL_PROMPT
+
+    def plan(path: str, body: Mapping[str, Any]) -> Sequence[ToolCall]:
+        sent = json.dumps(body)
+        offered = [t.get("function", t).get("name") for t in body.get("tools", [])]
+        if prompt in sent and call.id not in sent and tool in offered:
+            return [call]
+        return []
+
+    script_upstream(rig.fake, plan=plan)
+    result = rig.run(argv, env)
+    check_run(
+        rig,
+        result,
+        prompt=prompt,
+        client=client,
+        provider=provider,
+        session_header=session_header,
+        session_field=session_field,
+    )
+    bodies = [r.json() for r in rig.bridged_requests()]
+    answered = [b for b in bodies if call.id in json.dumps(b)]
+    assert answered, f"no turn after the {tool} call: {len(bodies)} requests"
+    assert secret in json.dumps(answered[0]), "the tool result did not carry the file"
+    usages = [u for u in tool_usages(rig) if u.tool_call_id == call.id]
+    assert [(u.tool, u.args, u.injected) for u in usages] == [(tool, {arg: str(notes)}, False)]

@@ -12,7 +12,7 @@ import pytest
 from aibridge_asgi.testing.streams import ToolCall
 
 from ..conftest import HOST_TOKEN
-from .harness import REPLY, Rig, check_run, client_program, script_upstream, tool_usages
+from .harness import REPLY, Rig, capture, check_run, client_program, script_upstream, tool_usages
 
 PROMPT = "Give me a one-line greeting for the bridge check."
 SESSION_HEADER = "x-claude-code-session-id"
@@ -50,6 +50,8 @@ def prompt_calls(rig: Rig) -> list[dict[str, Any]]:
 def test_claude_code_prompt(rig: Rig, credential_variable: str) -> None:
     script_upstream(rig.fake)
     result = rig.run([client_program("claude"), "-p", PROMPT], claude_env(rig, credential_variable))
+    if credential_variable == "ANTHROPIC_AUTH_TOKEN":
+        capture(rig, "claude-code-messages", client="Claude Code", version="2.1.332")
     started = check_run(
         rig,
         result,

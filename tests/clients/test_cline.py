@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 from ..conftest import HOST_TOKEN
-from .harness import Rig, check_run, client_program, program_argv, script_upstream
+from .harness import Rig, capture, check_run, client_program, program_argv, script_upstream
 
 PROMPT = "Give me a one-line greeting for the bridge check."
 #: Cline's OpenTelemetry and PostHog endpoints: it sends to them whatever its
@@ -42,6 +42,7 @@ def test_cline_run(rig: Rig) -> None:
     assert stored["providers"]["openai-compatible"]["settings"]["baseUrl"] == rig.openai_url
     script_upstream(rig.fake)
     result = rig.run(program_argv(config.run, cline, prompt=PROMPT, options=options), env)
+    capture(rig, "cline-chat", client="Cline", version="3.0.65")
     started = check_run(
         rig,
         result,

@@ -17,6 +17,7 @@ from .harness import (
     ACTOR_ID,
     REPLY,
     Rig,
+    capture,
     check_run,
     client_program,
     expected_tokens,
@@ -74,6 +75,7 @@ def codex(
 def test_codex_exec_prompt(rig: Rig) -> None:
     script_upstream(rig.fake)
     result = rig.run(*codex(rig, PROMPT))
+    capture(rig, "codex-responses", client="Codex", version="0.171.0")
     started = check_run(
         rig, result, prompt=PROMPT, client="Codex", provider="openai", session_header=SESSION_HEADER
     )

@@ -9,9 +9,10 @@ import pytest
 
 from aibridge_asgi.client_table import Api
 
-from .harness import Rig, check_run, client_program, program_argv, script_upstream
+from .harness import Rig, capture, check_run, client_program, program_argv, script_upstream
 
 PROMPT = "Give me a one-line greeting for the bridge check."
+VERSION = "0.225.2"
 #: Droid reports to Factory's API and telemetry whatever the model setup; the
 #: suite's trap refuses them and Droid goes on.
 FACTORY_SERVICES = ("api.factory.ai", "telemetry.factory.ai", ".run.app")
@@ -35,6 +36,7 @@ def test_factory_droid_exec(rig: Rig, provider: Api, model: str, route: str) -> 
     env = rig.install(config)
     script_upstream(rig.fake)
     result = rig.run(program_argv(config.run, client_program("droid"), prompt=PROMPT), env)
+    capture(rig, f"factory-{provider}", client="Factory", version=VERSION)
     started = check_run(
         rig,
         result,
@@ -42,7 +44,9 @@ def test_factory_droid_exec(rig: Rig, provider: Api, model: str, route: str) -> 
         client="Factory",
         provider=provider,
         session_header=None,
+        session_field="prompt_cache_key" if provider == "openai" else None,
         allowed_outside=FACTORY_SERVICES,
     )
     assert started.route == route
+    assert (started.user_agent or "").startswith(f"factory-cli/{VERSION}")
     assert started.model == model

@@ -12,7 +12,7 @@ from aibridge_asgi.client_table import GEMINI_MODEL
 from aibridge_asgi.testing.streams import ToolCall
 
 from ..conftest import HOST_TOKEN
-from .harness import REPLY, Rig, check_run, client_program, script_upstream, tool_usages
+from .harness import REPLY, Rig, capture, check_run, client_program, script_upstream, tool_usages
 
 PROMPT = "Give me a one-line greeting for the bridge check."
 STREAM_PATH = f"/v1beta/models/{GEMINI_MODEL}:streamGenerateContent"
@@ -34,6 +34,7 @@ def turns(rig: Rig) -> list[dict[str, Any]]:
 def test_gemini_cli_prompt(rig: Rig) -> None:
     script_upstream(rig.fake)
     result = rig.run([client_program("gemini"), "-p", PROMPT], gemini_env(rig))
+    capture(rig, "gemini-cli-gemini", client="Gemini CLI", version="0.61.0")
     started = check_run(
         rig, result, prompt=PROMPT, client="Gemini CLI", provider="google", session_header=None
     )

@@ -10,7 +10,7 @@ import pytest
 
 from aibridge_asgi.client_table import Api
 
-from .harness import Rig, check_run, client_program, program_argv, script_upstream
+from .harness import Rig, capture, check_run, client_program, program_argv, script_upstream
 
 PROMPT = "Give me a one-line greeting for the bridge check."
 #: Kilo fetches its own model list from its cloud whatever the settings; the
@@ -62,6 +62,7 @@ def test_kilo_code_run(rig: Rig, provider: Api, route: str) -> None:
     model = argv[argv.index("-m") + 1]
     script_upstream(rig.fake)
     result = rig.run(argv, env)
+    capture(rig, f"kilo-code-{provider}", client="Kilo Code", version="7.7.7")
     started = check_run(
         rig,
         result,

@@ -9,7 +9,7 @@ import pytest
 
 from aibridge_asgi.client_table import Api
 
-from .harness import Rig, check_run, client_program, program_argv, script_upstream
+from .harness import Rig, capture, check_run, client_program, program_argv, script_upstream
 
 PROMPT = "Give me a one-line greeting for the bridge check."
 
@@ -41,6 +41,7 @@ def test_opencode_run(rig: Rig, provider: Api, model: str, route: str) -> None:
     assert config.run[:3] == ("opencode", "run", "-m")
     script_upstream(rig.fake)
     result = rig.run(program_argv(config.run, client_program("opencode"), prompt=PROMPT), env)
+    capture(rig, f"opencode-{provider}", client="OpenCode", version="1.18.33")
     # OpenCode quotes a prompt argument that has spaces, so the recorded
     # prompt is the text in double quotes: "contains" is the check.
     started = check_run(
