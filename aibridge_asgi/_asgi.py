@@ -13,6 +13,7 @@ from .config import RetryPolicy
 from .errors import BridgeError, error_body
 from .hooks import BridgeHooks
 from .keys import Keys
+from .policy import Policy
 from .pricing import Costing
 from .records import RecordQueue
 from .upstream import Upstream
@@ -54,6 +55,7 @@ class Runtime:
     keys: Keys = field(default_factory=lambda: Keys({}))
     costing: Costing | None = None
     tool_result_content: int | None = None
+    policy: Policy | None = None
 
 
 def content_length(headers: Sequence[tuple[bytes, bytes]]) -> int | None:
@@ -111,7 +113,7 @@ async def send_error(
     extra_headers: Sequence[tuple[bytes, bytes]] = (),
 ) -> None:
     """Answer with ``error`` as a JSON body in the shape of provider ``kind``."""
-    body = error_body(kind, error.status, error.message, error.code)
+    body = error_body(kind, error.status, error.message, error.code, error.error_type)
     headers = [
         (b"content-type", b"application/json"),
         (b"content-length", str(len(body)).encode()),

@@ -32,6 +32,7 @@ from .hooks import call as call_hooks
 from .interception import intercept
 from .keys import DEFAULT_BYOK_HEADER, KeyCooldowns, KeyPool, Keys, KeySpec
 from .passthrough import passthrough
+from .policy import Check, Policy
 from .pricing import Costing, PriceBook, default_prices
 from .records import Actor, Record, Recorder, RecordQueue
 from .routing import match_route, route_path
@@ -321,6 +322,7 @@ def create_bridge(
     key_cooldowns: KeyCooldowns | None = None,
     prices: PriceBook | Literal["default"] | None = "default",
     tool_result_content: int | None = None,
+    policy: Sequence[Check] = (),
 ) -> Bridge:
     """Build the bridge's ASGI app.
 
@@ -370,6 +372,9 @@ def create_bridge(
     :param tool_result_content: record the content of tool results the
         clients send back, up to this many characters each; ``None`` (the
         default) records only their id, error flag and size.
+    :param policy: checks run in order before each bridged call goes
+        upstream (:mod:`aibridge_asgi.policy`: model access, budgets, rate
+        and concurrency limits; see docs/policy.md).
     """
     configured = _providers(provider_keys, base_urls, providers)
     if not configured:
@@ -432,6 +437,7 @@ def create_bridge(
     runtime = Runtime(
         retry=retry or RetryPolicy(),
         breakers=breakers,
+        policy=Policy(policy, hook_list) if policy else None,
         upstream=upstream,
         records=RecordQueue(recorder, on_recorded if hook_list else None),
         hooks=hook_list,

@@ -55,11 +55,19 @@ _GOOGLE_STATUS: dict[int, str] = {
 }
 
 
-def error_body(kind: str | None, status: int, message: str, code: str | None = None) -> bytes:
+def error_body(
+    kind: str | None,
+    status: int,
+    message: str,
+    code: str | None = None,
+    error_type: str | None = None,
+) -> bytes:
     """Return the JSON error body for ``status`` in the shape of ``kind``.
 
     ``kind`` is ``"anthropic"``, ``"openai"``, ``"google"`` or ``None``
-    (unknown provider).
+    (unknown provider). ``error_type`` replaces the OpenAI ``type`` the
+    status implies (e.g. ``insufficient_quota``); Anthropic and Google
+    bodies always follow the status.
     """
     anthropic_type, openai_type, default_code = _KINDS.get(status, _KINDS[500])
     if kind == "google":
@@ -71,7 +79,7 @@ def error_body(kind: str | None, status: int, message: str, code: str | None = N
         body = {
             "error": {
                 "message": message,
-                "type": openai_type,
+                "type": error_type or openai_type,
                 "param": None,
                 "code": code or default_code,
             }
@@ -89,13 +97,15 @@ class BridgeError(Exception):
     """An error the bridge answers itself, in the provider's shape.
 
     ``message`` is what the client reads and what the records keep (it never
-    holds secrets); ``headers`` are added to the response.
+    holds secrets); ``headers`` are added to the response; ``code`` and
+    ``error_type`` override the OpenAI-shaped body's ``code`` and ``type``.
     """
 
     status: int
     message: str
     code: str | None = None
     headers: Sequence[tuple[bytes, bytes]] = ()
+    error_type: str | None = None
 
     def __str__(self) -> str:
         return f"{self.status}: {self.message}"

@@ -94,6 +94,14 @@ class BridgeHooks:
         """Pooled key ``key_name`` is put aside for ``seconds``; ``reason`` is
         ``rate_limited`` (429) or ``rejected`` (401/403)."""
 
+    def policy_refused(self, started: InterceptionStarted, check: str, status: int) -> None:
+        """The policy check named ``check`` (its class name) refused the
+        interception with ``status``; nothing was sent upstream."""
+
+    def policy_store_failed(self, check: str, mode: str) -> None:
+        """A policy check's store was unavailable; ``mode`` is ``open`` (the
+        check was skipped) or ``closed`` (the request was refused, 503)."""
+
     def passthrough_done(
         self, provider: ProviderConfig, method: str, status: int | None, seconds: float
     ) -> None:

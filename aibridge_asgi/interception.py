@@ -174,7 +174,10 @@ async def intercept(
     rt.records.put(started)
     if rt.hooks:
         call_hooks(rt.hooks, "interception_started", started, raw_headers)
+    admitted: tuple[Any, ...] = ()  # policy checks to tell about the end
     try:
+        if refusal is None and not gone and rt.policy is not None:
+            refusal, admitted = await rt.policy.admit(started)
         if gone:
             outcome.status, outcome.error = "cancelled", "client disconnected while sending"
         elif refusal is not None:
@@ -216,6 +219,9 @@ async def intercept(
             call_hooks(rt.hooks, "interception_ended", started, ended, timings)
         if end_log.isEnabledFor(logging.INFO):
             _log_end(started, ended, timings, outcome)
+        if admitted:
+            assert rt.policy is not None
+            await rt.policy.finish(admitted, started, ended, outcome)
 
 
 def _log_end(

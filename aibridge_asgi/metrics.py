@@ -189,6 +189,16 @@ class PrometheusHooks(BridgeHooks):
             "Times a pooled key was put aside (reason rate_limited or rejected).",
             ["provider_name", "key", "reason"],
         )
+        self.policy_refusals = counter(
+            "policy_refusals_total",
+            "Requests a policy check refused before the upstream call.",
+            ["provider_name", "check", "status"],
+        )
+        self.policy_store_errors = counter(
+            "policy_store_errors_total",
+            "Policy checks whose store was unavailable, by failure mode.",
+            ["check", "mode"],
+        )
         self.recorder_duration = histogram(
             "recorder_duration_seconds", "Time the recorder took per record.", ["record"], _OVERHEAD
         )
@@ -304,6 +314,12 @@ class PrometheusHooks(BridgeHooks):
 
     def key_cooldown(self, provider_name: str, key_name: str, reason: str, seconds: float) -> None:
         self.key_cooldowns.labels(provider_name, self._key(key_name), reason).inc()
+
+    def policy_refused(self, started: InterceptionStarted, check: str, status: int) -> None:
+        self.policy_refusals.labels(started.provider_name, check, str(status)).inc()
+
+    def policy_store_failed(self, check: str, mode: str) -> None:
+        self.policy_store_errors.labels(check, mode).inc()
 
     def passthrough_done(
         self, provider: ProviderConfig, method: str, status: int | None, seconds: float

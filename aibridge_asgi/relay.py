@@ -17,6 +17,7 @@ import logging
 import time
 import zlib
 from dataclasses import dataclass
+from decimal import Decimal
 
 from starlette.types import Send
 
@@ -26,7 +27,7 @@ from .auth import response_headers_for_client
 from .hooks import Timings
 from .hooks import call as call_hooks
 from .jsonarray import JSONArraySplitter
-from .records import EndStatus, Record, TokenUsage
+from .records import Cost, EndStatus, Record, TokenUsage
 from .sse import SSEEvent, SSEScanner
 from .upstream import UpstreamResponse, UpstreamStreamError
 
@@ -57,6 +58,7 @@ class Outcome:
     output_tokens: int = 0
     cache_read_tokens: int = 0
     cache_write_tokens: int = 0
+    cost: Decimal | None = None  # the sum of priced Cost records
 
     def emit(self, record: Record) -> None:
         """Hand a usage record to the recorder queue and the hooks."""
@@ -65,6 +67,8 @@ class Outcome:
             self.output_tokens += record.output_tokens
             self.cache_read_tokens += record.cache_read_input_tokens
             self.cache_write_tokens += record.cache_write_input_tokens
+        elif isinstance(record, Cost) and record.amount is not None:
+            self.cost = record.amount if self.cost is None else self.cost + record.amount
         self.rt.records.put(record)
         if self.rt.hooks:
             call_hooks(self.rt.hooks, "produced", record)

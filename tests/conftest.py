@@ -19,6 +19,8 @@ from aibridge_asgi.testing import (
     ServerThread,
 )
 
+from .redis_server import RedisServer
+
 HOST_TOKEN = "host-token-alice-0123456789"
 OTHER_TOKEN = "host-token-bob-9876543210"
 FAILING_TOKEN = "token-that-breaks-the-resolver"
@@ -104,3 +106,20 @@ def running(start_bridge: Callable[..., Running]) -> Running:
 def client() -> Iterator[httpx.Client]:
     with httpx.Client(timeout=10) as c:
         yield c
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    """A real redis-server for the whole session (scripts/install-redis)."""
+    server = RedisServer()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def redis_url(redis_server: RedisServer) -> str:
+    """The session's Redis, emptied for this test."""
+    redis_server.command("FLUSHALL")
+    return redis_server.url

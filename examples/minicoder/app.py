@@ -33,6 +33,7 @@ from aibridge_asgi import Bridge, BridgeHooks, create_bridge
 from aibridge_asgi.testing import ANTHROPIC_KEY, GOOGLE_KEY, OPENAI_KEY, FakeUpstream
 
 from . import api, pages, session_pages
+from . import policy as host_policy
 from .auth import make_resolver
 from .db import Database
 from .recorder import SQLiteRecorder
@@ -67,6 +68,10 @@ class Settings:
     retention_days: int | None = 60
     #: Seconds between two retention passes.
     retention_interval: float = 3600.0
+    #: Requests per minute per user (0: no limit); see :mod:`.policy`.
+    requests_per_minute: int = 0
+    #: Policy state shared by workers (``serve --workers N``); None: in memory.
+    redis_url: str | None = None
 
     @property
     def offline(self) -> bool:
@@ -143,6 +148,7 @@ class Host:
     fake: FakeUpstream | None = None
     providers: list[str] = field(default_factory=list)
     retention: Retention | None = None
+    policy: host_policy.HostPolicy | None = None
 
     async def flush(self) -> None:
         """Wait until every record produced so far is in the database."""
@@ -153,6 +159,8 @@ class Host:
         """Finish in-flight calls, then write every record; in this order."""
         await self.bridge.aclose()
         await self.recorder.aclose()
+        if self.policy is not None:
+            await self.policy.aclose()
 
 
 Lifespan = Callable[[Starlette], contextlib.AbstractAsyncContextManager[None]]
@@ -221,6 +229,10 @@ def build_app(settings: Settings) -> Starlette:
         registry = CollectorRegistry()
         hooks.append(PrometheusHooks(registry))
         metrics_app = make_asgi_app(registry)
+    # Groups, budgets, model allow-lists and a rate limit (see .policy).
+    policy = host_policy.HostPolicy(
+        db, requests_per_minute=settings.requests_per_minute, redis_url=settings.redis_url
+    )
     bridge = create_bridge(
         resolve_token=make_resolver(db),
         provider_keys=keys,
@@ -230,10 +242,12 @@ def build_app(settings: Settings) -> Starlette:
         # X-Api-Key are always looked at. The bridge never forwards them.
         token_headers=["Coder-Session-Token"],
         hooks=hooks,
+        policy=policy.checks(),
     )
     host = Host(settings, db, recorder, bridge, fake, [n for n, key in keys.items() if key])
     if settings.retention_days is not None:
         host.retention = Retention(db, settings.retention_days, settings.retention_interval)
+    host.policy = policy
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -247,6 +261,7 @@ def build_app(settings: Settings) -> Starlette:
 
     # The host's own routes go before the bridge's mount.
     routes: list[BaseRoute] = [*pages.routes, *session_pages.routes, *api.routes]
+    routes += host_policy.routes  # the policy's admin API
     if metrics_app is not None:
         routes.append(Mount("/metrics", app=metrics_app))
     if fake is not None:
@@ -255,5 +270,6 @@ def build_app(settings: Settings) -> Starlette:
     app = Starlette(routes=routes, lifespan=with_retention(lifespan, host))
     app.state.host = host
     app.state.db = db
+    app.state.host_policy = policy
     app.state.bridge_prefix = BRIDGE_PREFIX  # for the snippets of the connect page
     return app

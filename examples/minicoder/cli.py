@@ -1,18 +1,24 @@
 """The command line: ``serve`` and ``create-user``.
 
     python examples/host.py serve [--host 127.0.0.1] [--port 8080] [--db FILE]
+                                  [--workers N] [--redis URL] [--rpm N]
     python examples/host.py create-user NAME [--admin] [--db FILE]
 
 ``--db`` defaults to ``$AIBRIDGE_HOST_DB``, else ``aibridge-host.db`` in the
 current directory. ``create-user`` prints the new token alone on stdout
 (creating the user if needed; ``--admin`` makes them an admin).
-``--port 0`` picks a free port; the banner says which.
+``--port 0`` picks a free port; the banner says which. ``--workers N``
+runs N processes on the one socket; give them ``--redis URL`` so that
+budgets and rate limits (``--rpm``, requests per minute per user) hold
+across all of them (one worker keeps that state in memory).
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import inspect
+import json
 import logging
 import os
 import socket
@@ -21,6 +27,9 @@ from pathlib import Path
 
 from .app import BRIDGE_PREFIX, DEFAULT_DB, Settings, build_app
 from .db import Database
+
+#: How ``serve --workers N`` hands the settings to its worker processes.
+SETTINGS_ENV = "MINICODER_SETTINGS"
 
 BAR = "=" * 78
 LOUD = "!" * 78
@@ -92,15 +101,28 @@ def _listen(host: str, port: int) -> tuple[socket.socket, str]:
     return sock, f"http://[{local}]:{port}" if ":" in local else f"http://{local}:{port}"
 
 
+def app_from_env() -> object:
+    """The app of one worker of ``serve --workers N`` (a uvicorn factory)."""
+    return build_app(Settings(**json.loads(os.environ[SETTINGS_ENV])))
+
+
 def serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s:     %(name)s: %(message)s")
+    if args.workers > 1 and not args.redis:
+        logging.getLogger("minicoder").warning(
+            "%d workers without --redis: each keeps its own budgets and rate limits",
+            args.workers,
+        )
     sock, url = _listen(args.host, args.port)
     settings = Settings.from_env(db_path=args.db, url=url)
     if args.retention_days is not None:
         days = args.retention_days
         settings = dataclasses.replace(settings, retention_days=days if days > 0 else None)
+    settings = dataclasses.replace(settings, requests_per_minute=args.rpm, redis_url=args.redis)
+    if args.workers > 1:
+        return _serve_workers(args, sock, settings)
     app = build_app(settings)
     host = app.state.host
     demo = host.db.create_user("demo", admin=True)
@@ -123,6 +145,37 @@ def serve(args: argparse.Namespace) -> int:
     finally:
         # A second Ctrl+C skips the lifespan: still write what the recorder has.
         host.recorder.close()
+    return 0
+
+
+def _serve_workers(args: argparse.Namespace, sock: socket.socket, settings: Settings) -> int:
+    """N uvicorn worker processes on one socket, each building its own app."""
+    import uvicorn
+    from uvicorn.supervisors import Multiprocess
+
+    db = Database(settings.db_path)
+    demo = db.create_user("demo", admin=True)
+    token = db.new_token(demo.id, "printed at startup")
+    providers = (
+        ["anthropic", "openai"]
+        if settings.offline
+        else [n for n in ("anthropic", "openai") if getattr(settings, f"{n}_key")]
+    )
+    print(banner(settings, providers, token, settings.url), flush=True)
+    print(f"Workers: {args.workers}; policy state in {settings.redis_url or 'memory'}", flush=True)
+    os.environ[SETTINGS_ENV] = json.dumps(dataclasses.asdict(settings))
+    config = uvicorn.Config(
+        "minicoder.cli:app_from_env",
+        factory=True,
+        workers=args.workers,
+        log_level="info",
+        lifespan="on",
+        timeout_graceful_shutdown=args.graceful_timeout,
+    )
+    if "target" in inspect.signature(Multiprocess).parameters:  # older uvicorn
+        Multiprocess(config, target=uvicorn.Server(config).run, sockets=[sock]).run()  # type: ignore[call-arg]
+    else:
+        Multiprocess(config, sockets=[sock]).run()
     return 0
 
 
@@ -157,6 +210,13 @@ def main(argv: list[str] | None = None) -> int:
         type=int,
         default=None,
         help="delete interceptions older than this many days (default 60; 0 keeps them)",
+    )
+    run.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
+    run.add_argument(
+        "--redis", default=None, help="redis:// URL for policy state shared by the workers"
+    )
+    run.add_argument(
+        "--rpm", type=int, default=0, help="requests per minute per user (default 0: no limit)"
     )
     run.set_defaults(handler=serve)
     create = sub.add_parser("create-user", help="create a user; print a new token")

@@ -41,6 +41,7 @@ from aibridge_asgi.client_table import API_NAMES, CLIENTS, Client, Setup
 from aibridge_asgi.clients import ClientConfig, UnknownClient, configure, find_client
 
 from . import charts
+from . import policy as host_policy
 from .auth import SESSION_COOKIE, current_user
 from .db import SESSION_LIFETIME, Database, User, parse_timestamp, timestamp
 from .queries import Filters, Usage, list_interceptions, usage
@@ -364,6 +365,7 @@ async def usage_page(request: Request) -> Response:
             )
         ),
     )
+    content += await host_policy.budget_card(request, viewer)  # spend against budgets
     return render("AI usage", content, viewer)
 
 

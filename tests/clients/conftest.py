@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from starlette.applications import Starlette
@@ -23,20 +24,30 @@ def trap() -> Iterator[OutsideTrap]:
 
 
 @pytest.fixture
-def rig(
+def make_rig(
     start_bridge: Callable[..., Running], fake: FakeUpstream, trap: OutsideTrap, tmp_path: Path
-) -> Rig:
+) -> Callable[..., Rig]:
+    """Builds the rig; keyword arguments go to ``create_bridge`` (e.g. ``policy``)."""
+
+    def make(**options: Any) -> Rig:
+        captures: list[Capture] = []
+
+        def host(bridge: object) -> Starlette:
+            capture = Capture(bridge)
+            captures.append(capture)
+            return Starlette(routes=[Mount(MOUNT, app=capture)])
+
+        running = start_bridge(mount=host, prefix=MOUNT, **options)
+        for name in ("home", "work", "tmp"):
+            (tmp_path / name).mkdir()
+        return Rig(running, fake, captures[0], trap, tmp_path, trap_start=len(trap.seen))
+
+    return make
+
+
+@pytest.fixture
+def rig(make_rig: Callable[..., Rig]) -> Rig:
     """The bridge mounted at /api/v2/aibridge in a Starlette host on
     loopback, the fake upstream behind it, and an empty HOME and working
     directory for the client."""
-    captures: list[Capture] = []
-
-    def host(bridge: object) -> Starlette:
-        capture = Capture(bridge)
-        captures.append(capture)
-        return Starlette(routes=[Mount(MOUNT, app=capture)])
-
-    running = start_bridge(mount=host, prefix=MOUNT)
-    for name in ("home", "work", "tmp"):
-        (tmp_path / name).mkdir()
-    return Rig(running, fake, captures[0], trap, tmp_path, trap_start=len(trap.seen))
+    return make_rig()
