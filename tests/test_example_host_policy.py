@@ -162,3 +162,50 @@ def test_groups_budgets_overrides_and_model_lists_through_the_admin_api(
 
 def _chat(model: str) -> dict[str, Any]:
     return {"model": model, "messages": [{"role": "user", "content": "hi"}]}
+
+
+def test_two_workers_overshoot_a_shared_budget_by_at_most_one_request_each(
+    tmp_path: Path, redis_url: str
+) -> None:
+    """Two workers, one Redis, a budget of a few requests' cost. Two clients
+    send requests one after another until refused: the spend passes the
+    limit by at most one request per client in flight (each request costs
+    the same), and both see the refusal."""
+    host = spawn_host(host_command(tmp_path / "host.db", "--workers", "2", "--redis", redis_url))
+    try:
+        admin = {"authorization": f"Bearer {host.token}"}
+        with httpx.Client(timeout=30) as client:
+            r = client.put(
+                host.url + POLICY + "/users/demo/budget",
+                headers=admin,
+                json={"monthly_budget": "0.001"},
+            )
+            assert r.status_code == 200, r.text
+
+        async def lane() -> int:
+            admitted = 0
+            async with httpx.AsyncClient(timeout=30) as client:
+                while True:
+                    r = await client.post(
+                        host.url + "/api/v2/aibridge/anthropic/v1/messages",
+                        headers={"x-api-key": host.token},
+                        json=messages("claude-sonnet-4-5", "hi", stream=False),
+                    )
+                    if r.status_code == 403:
+                        assert "monthly AI budget of $0.001 reached" in r.text
+                        return admitted
+                    assert r.status_code == 200, r.text
+                    admitted += 1
+
+        async def lanes() -> list[int]:
+            return list(await asyncio.gather(lane(), lane()))
+
+        counts = asyncio.run(lanes())
+        with httpx.Client(timeout=30) as client:
+            status = client.get(host.url + POLICY + "/budget", headers=admin).json()
+        spent, limit = Decimal(status["spent"]), Decimal(status["limit"])
+        per_request = spent / sum(counts)
+        assert spent >= limit and status["exhausted"] is True
+        assert spent - limit < 2 * per_request, (counts, spent)
+    finally:
+        host.stop()

@@ -19,7 +19,7 @@ import openai
 import pytest
 from prometheus_client import CollectorRegistry
 
-from aibridge_asgi import Actor, InterceptionEnded, InterceptionStarted
+from aibridge_asgi import Actor, Cost, InterceptionEnded, InterceptionStarted
 from aibridge_asgi.metrics import PrometheusHooks
 from aibridge_asgi.policy import (
     Budget,
@@ -627,3 +627,26 @@ def test_cost_records_reach_the_budget_through_the_interceptions_tally() -> None
         assert refusal is not None and refusal.message.startswith("daily AI budget of $1.00")
 
     run(go())
+
+
+def test_budget_counts_the_priced_cost_records_end_to_end(
+    start_bridge: Callable[..., Running], fake: FakeUpstream, client: httpx.Client
+) -> None:
+    """Through the bridge with its default price book: the spend Budget
+    counts is the sum of the Cost records the recorder got, and the request
+    after the one that crossed the limit is refused."""
+    budget = Budget(Decimal("0.0002"), "month")
+    running = start_bridge(policy=[budget])
+    url = running.url + "/anthropic/v1/messages"
+    assert client.post(url, headers=AUTH, json=MESSAGES_BODY).status_code == 200
+    running.flush()
+    [cost] = running.recorder.of_type(Cost)
+    assert cost.amount is not None and 0 < cost.amount < Decimal("0.0002")
+    assert running.server.call(budget.status(Actor("alice"))).spent == cost.amount
+    assert client.post(url, headers=AUTH, json=MESSAGES_BODY).status_code == 200  # crosses
+    r = client.post(url, headers=AUTH, json=MESSAGES_BODY)
+    assert r.status_code == 403 and "monthly AI budget of $0.0002 reached" in r.text
+    running.flush()
+    spent = running.server.call(budget.status(Actor("alice"))).spent
+    assert spent == sum(c.amount for c in running.recorder.of_type(Cost) if c.amount)
+    assert len(fake.requests) == 2

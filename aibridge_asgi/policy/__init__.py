@@ -470,10 +470,14 @@ class BudgetAlert:
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_CENT = Decimal("0.01")
 
 
 def _money(amount: Decimal) -> str:
-    return f"${amount:,.2f}"
+    """``$50.00``; amounts finer than a cent as they are (``$0.0002``)."""
+    if amount == amount.quantize(_CENT):
+        return f"${amount:,.2f}"
+    return f"${amount.normalize():,f}"
 
 
 class Budget(_Planned):
