@@ -445,9 +445,11 @@ async def _close_client(send: Send, code: int, reason: str) -> None:
         await send({"type": "websocket.close", "code": code, "reason": _short(reason)})
 
 
-def error_event(status: int, message: str) -> str:
+def error_event(
+    status: int, message: str, code: str | None = None, error_type: str | None = None
+) -> str:
     """An ``error`` event in the shape the Responses WebSocket uses."""
-    inner = json.loads(error_body("openai", status, message))["error"]
+    inner = json.loads(error_body("openai", status, message, code, error_type))["error"]
     return json.dumps({"type": "error", "status": status, "error": inner}, separators=(",", ":"))
 
 
@@ -471,6 +473,8 @@ class _Turn:
         )
         self.started: InterceptionStarted | None = None
         self.ended = False
+        #: Policy checks to tell about the end (see :mod:`aibridge_asgi.policy`).
+        self.admitted: tuple[Any, ...] = ()
         if warmup:
             return
         client, session_id = detect_client(session.headers, body)
@@ -525,6 +529,8 @@ class _Session:
         self.client_gone = False
         #: Tokens a warm-up was billed, recorded with the next turn.
         self.carried: list[TokenUsage] = []
+        #: The turn just started, for the policy to admit before it is relayed.
+        self.admitting: _Turn | None = None
 
     # -- the session ---------------------------------------------------------------
 
@@ -644,6 +650,8 @@ class _Session:
             # Every frame is read, binary ones too: whatever the upstream could
             # take as a response.create must start an interception.
             refusal = self._on_client_message(text)
+            if refusal is None and self.admitting is not None:
+                refusal = await self._admit(self.admitting)
             if refusal is not None:
                 await self._client_send({"type": "websocket.send", "text": refusal})
                 continue
@@ -694,8 +702,24 @@ class _Session:
                 self._end(turn, "failed")
             return error_event(400, "'model' is required and must be a non-empty string")
         self.turns.append(turn)
+        if turn.started is not None and self.rt.policy is not None:
+            self.admitting = turn
         self.wake.set()
         return None
+
+    async def _admit(self, turn: _Turn) -> str | None:
+        """Run the policy for a turn before its frame goes upstream; an error
+        event (and the turn ended ``failed``) when a check refuses it."""
+        self.admitting = None
+        assert self.rt.policy is not None and turn.started is not None
+        refusal, turn.admitted = await self.rt.policy.admit(turn.started)
+        if refusal is None:
+            return None
+        if turn in self.turns:
+            self.turns.remove(turn)
+        turn.outcome.http_status, turn.outcome.error = refusal.status, refusal.message
+        self._end(turn, "failed")
+        return error_event(refusal.status, refusal.message, refusal.code, refusal.error_type)
 
     # -- upstream -> client ---------------------------------------------------------
 
@@ -827,12 +851,23 @@ class _Session:
             call_hooks(self.rt.hooks, "interception_ended", turn.started, ended, timings)
         if end_log.isEnabledFor(logging.INFO):
             _log_end(turn.started, ended, timings, outcome)
+        if turn.admitted and self.rt.policy is not None:
+            # Ends are recorded synchronously here: the policy hears in the background.
+            task = asyncio.get_running_loop().create_task(
+                self.rt.policy.finish(turn.admitted, turn.started, ended, outcome)
+            )
+            _policy_tasks.add(task)
+            task.add_done_callback(_policy_tasks.discard)
 
     def _end_all(self, status: EndStatus, error: str) -> None:
         """End every turn still running (the socket is closing)."""
         while self.turns:
             turn = self.turns.popleft()
             self._end(turn, status, error)
+
+
+#: Policy ends under way (kept referenced until done).
+_policy_tasks: set[asyncio.Task[None]] = set()
 
 
 def _short(reason: str) -> str:

@@ -5,6 +5,7 @@ each provider's error shape, with records and metrics."""
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
 import uuid
 from collections.abc import Callable
@@ -650,3 +651,71 @@ def test_budget_counts_the_priced_cost_records_end_to_end(
     spent = running.server.call(budget.status(Actor("alice"))).spent
     assert spent == sum(c.amount for c in running.recorder.of_type(Cost) if c.amount)
     assert len(fake.requests) == 2
+
+
+def test_each_websocket_turn_is_checked_before_it_goes_upstream(
+    start_bridge: Callable[..., Running], fake: FakeUpstream
+) -> None:
+    """Responses over WebSocket: every response.create is one interception,
+    and the policy sees it before its frame is relayed. A refused turn gets
+    an OpenAI-shaped error event, ends failed with the status, and the
+    socket stays usable; the turn's slot is released when it ends."""
+    import aiohttp
+
+    from .test_websocket import HEADERS, create, read_turn, settle, ws_url
+
+    store = MemoryStore()
+    running = start_bridge(policy=[ModelAccess(deny=["o3*"]), Budget(Decimal("1"), "month", store)])
+    asyncio.run(store.add(f"budget:month:{datetime.now(UTC):%Y-%m}-01:bob", Decimal(1), 3600))
+
+    async def main() -> tuple[list[str], list[str], list[str]]:
+        async with (
+            aiohttp.ClientSession() as session,
+            session.ws_connect(ws_url(running), headers=HEADERS) as ws,
+        ):
+            await ws.send_str(create("first", model="o3-mini"))
+            refused = await read_turn(ws)
+            await ws.send_str(create("second"))
+            admitted = await read_turn(ws)
+        bob = {**HEADERS, "Authorization": f"Bearer {OTHER_TOKEN}"}
+        async with (
+            aiohttp.ClientSession() as session,
+            session.ws_connect(ws_url(running), headers=bob) as ws,
+        ):
+            await ws.send_str(create("over budget"))
+            over = await read_turn(ws)
+        return refused, admitted, over
+
+    refused, admitted, over = asyncio.run(main())
+    [event] = refused
+    error = json.loads(event)
+    assert (error["type"], error["status"], error["error"]["code"]) == (
+        "error",
+        403,
+        "model_not_allowed",
+    )
+    assert json.loads(admitted[-1])["type"] == "response.completed"
+    [event] = over
+    error = json.loads(event)["error"]
+    assert (error["type"], error["code"]) == ("insufficient_quota", "insufficient_quota")
+    assert error["message"].startswith("monthly AI budget of $1.00 reached")
+    # Only the admitted turn's frame went upstream.
+    creates = [c for ws in fake.websockets for c in ws.creates()]
+    assert [c["input"][0]["content"] for c in creates] == ["second"]
+    recorder = settle(running, 3)
+    ends = {e.interception_id: e for e in recorder.of_type(InterceptionEnded)}
+    starts = recorder.of_type(InterceptionStarted)
+    assert [
+        (ends[s.interception_id].status, ends[s.interception_id].http_status) for s in starts
+    ] == [
+        ("failed", 403),
+        ("completed", 200),
+        ("failed", 403),
+    ]
+    # The admitted turn's cost reached alice's budget.
+    costs = [c.amount for c in recorder.of_type(Cost) if c.amount]
+    assert costs and asyncio.run(_spent(store, "alice")) == sum(costs)
+
+
+async def _spent(store: MemoryStore, actor: str) -> Decimal:
+    return await store.total(f"budget:month:{datetime.now(UTC):%Y-%m}-01:{actor}")
