@@ -504,7 +504,7 @@ def test_sdks_read_the_refusals_and_do_not_retry_403(
         gpt.chat.completions.create(
             model="gpt-5-mini", messages=[{"role": "user", "content": "hi"}]
         )
-    assert "requests per minute" in str(limited.value)
+    assert "limit of 1 request per minute" in str(limited.value)
     assert limited.value.response.headers["retry-after"] in {str(n) for n in range(55, 61)}
     running.flush()
     # The SDK did not retry the 403: one interception for it.
@@ -719,3 +719,29 @@ def test_each_websocket_turn_is_checked_before_it_goes_upstream(
 
 async def _spent(store: MemoryStore, actor: str) -> Decimal:
     return await store.total(f"budget:month:{datetime.now(UTC):%Y-%m}-01:{actor}")
+
+
+def test_gemini_refusals_in_googles_shape(
+    start_bridge: Callable[..., Running], fake: FakeUpstream, client: httpx.Client
+) -> None:
+    """The Gemini routes are checked like the others; refusals come in
+    Google's error shape (PERMISSION_DENIED, RESOURCE_EXHAUSTED)."""
+    from .test_errors import assert_google_error
+
+    running = start_bridge(
+        policy=[ModelAccess(deny=["gemini-*-pro"]), RateLimit(requests_per_minute=1)]
+    )
+    goog = {"x-goog-api-key": HOST_TOKEN}
+    body = {"contents": [{"role": "user", "parts": [{"text": "hi"}]}]}
+    url = running.url + "/gemini/v1beta/models/{}:generateContent"
+    r = client.post(url.format("gemini-2.5-pro"), headers=goog, json=body)
+    error = assert_google_error(r, 403)["error"]
+    assert error["status"] == "PERMISSION_DENIED"
+    assert "model 'gemini-2.5-pro' is not allowed" in error["message"]
+    assert client.post(url.format("gemini-2.5-flash"), headers=goog, json=body).status_code == 200
+    r = client.post(url.format("gemini-2.5-flash"), headers=goog, json=body)
+    error = assert_google_error(r, 429)["error"]
+    assert error["status"] == "RESOURCE_EXHAUSTED"
+    assert "limit of 1 request per minute" in error["message"]
+    assert int(r.headers["retry-after"]) >= 55
+    assert len(fake.requests) == 1

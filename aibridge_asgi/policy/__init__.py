@@ -648,12 +648,13 @@ class RateLimit(_Planned):
             if wait <= 0:
                 return None
             seconds = ceil_seconds(wait)
+            requests = f"{rpm} request{'' if rpm == 1 else 's'}"
             if tpm is None:
-                what = f"rate limit of {rpm} requests per minute reached"
+                what = f"rate limit of {requests} per minute reached"
             elif rpm is None:
                 what = f"rate limit of {tpm:,} tokens per minute reached"
             else:
-                what = f"rate limit of {rpm} requests and {tpm:,} tokens per minute reached"
+                what = f"rate limit of {requests} and {tpm:,} tokens per minute reached"
             return Refusal(429, f"{what}; try again in {seconds} s", retry_after=seconds)
 
         return ("take", buckets), verdict
