@@ -7,11 +7,12 @@
 
 from __future__ import annotations
 
-from .app import Bridge, TokenResolver, create_bridge
+from .app import Bridge, ResolverFailed, TokenResolver, UpstreamChoice, create_bridge
 from .breaker import CircuitBreakerConfig
 from .config import ProviderConfig, RetryPolicy, Timeouts
 from .hooks import BridgeHooks, Timings
 from .keys import Key, KeyCooldowns
+from .limits import Limits
 from .pricing import GenaiPrices, Price, PriceBook, Rates
 from .records import (
     Actor,
@@ -26,20 +27,33 @@ from .records import (
     ToolResult,
     ToolUsage,
 )
+from .upstream import (
+    AiohttpUpstream,
+    HttpxUpstream,
+    Upstream,
+    UpstreamRequestInvalid,
+    UpstreamResponse,
+    UpstreamStreamError,
+    UpstreamTimeout,
+    UpstreamUnreachable,
+)
 
 __version__ = "0.1.0"
 
 __all__ = [
     "Actor",
+    "AiohttpUpstream",
     "Bridge",
     "BridgeHooks",
     "CircuitBreakerConfig",
     "Cost",
     "GenaiPrices",
+    "HttpxUpstream",
     "InterceptionEnded",
     "InterceptionStarted",
     "Key",
     "KeyCooldowns",
+    "Limits",
     "ModelThought",
     "Price",
     "PriceBook",
@@ -48,6 +62,7 @@ __all__ = [
     "Rates",
     "Record",
     "Recorder",
+    "ResolverFailed",
     "RetryPolicy",
     "Timeouts",
     "Timings",
@@ -55,6 +70,13 @@ __all__ = [
     "TokenUsage",
     "ToolResult",
     "ToolUsage",
+    "Upstream",
+    "UpstreamChoice",
+    "UpstreamRequestInvalid",
+    "UpstreamResponse",
+    "UpstreamStreamError",
+    "UpstreamTimeout",
+    "UpstreamUnreachable",
     "__version__",
     "create_bridge",
 ]

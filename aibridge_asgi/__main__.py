@@ -3,7 +3,9 @@
 - ``configure CLIENT --base-url URL [--token T] [--api A] [--protocol P]
   [--websocket] [--write [--force]]``
   prints a client's configuration for the bridge at ``URL`` (the mount URL,
-  e.g. ``https://host/api/v2/aibridge``), or writes its config file;
+  e.g. ``https://host/api/v2/aibridge``), or writes its config file: merged
+  into an existing one (the user's other settings kept), after showing the
+  diff and asking (or with ``--force``);
 - ``clients`` lists the known clients;
 - ``docs-clients`` prints (or writes) docs/clients.md.
 
@@ -26,6 +28,7 @@ from typing import TextIO
 from . import client_docs
 from .client_table import API_NAMES, CLIENTS, TOKEN_ENV
 from .clients import ClientConfig, ClientNotSupported, UnknownClient, configure
+from .config_merge import MergeError, diff, merge_config
 
 __all__ = ["main", "write_config_file"]
 
@@ -50,27 +53,49 @@ def _ask(question: str, stdin: TextIO, stderr: TextIO) -> bool:
 
 
 def write_config_file(
-    path: Path, content: str, *, force: bool, stdin: TextIO, stderr: TextIO
+    path: Path,
+    content: str,
+    *,
+    force: bool,
+    stdin: TextIO,
+    stderr: TextIO,
+    syntax: str | None = None,
 ) -> str:
     """Write ``content`` to ``path``; say what was done.
 
-    An existing, different file is replaced only with ``force`` or when the
-    user says yes at a terminal; its old content is kept as ``<path>.bak``
-    (``.bak.1``... if that exists too). Raises :class:`Refused` otherwise.
+    With ``syntax`` (``"toml"`` or ``"json"``), ``content`` is merged into
+    an existing file (:mod:`aibridge_asgi.config_merge`: the user's other
+    settings, comments and order stay); without it, or when the file cannot
+    be merged, it would replace the file. Either way the change is shown as
+    a diff first, and made only with ``force`` or when the user says yes at
+    a terminal; the old content is kept as ``<path>.bak`` (``.bak.1``... if
+    that exists too). Raises :class:`Refused` otherwise.
     """
     mode = 0o644
     if path.exists():
         old = path.read_text(encoding="utf-8")
+        action = "replace"
+        if syntax is not None:
+            try:
+                content = merge_config(old, content, syntax)
+                action = "merge"
+            except MergeError as exc:
+                stderr.write(f"{path} cannot be merged: {exc}\n")
         if old == content:
             return f"{path} is up to date"
+        stderr.write(diff(old, content, str(path)))
         if not force:
             interactive = stdin.isatty()
-            if not interactive or not _ask(f"{path} exists: replace it?", stdin, stderr):
-                raise Refused(f"{path} exists; not replaced (use --force to replace it)")
+            question = f"{path} exists: {action} the changes above into it?"
+            if action == "replace":
+                question = f"{path} exists: replace it?"
+            if not interactive or not _ask(question, stdin, stderr):
+                raise Refused(f"{path} exists; not changed (use --force to {action})")
         mode = path.stat().st_mode & 0o777
         backup = _backup_path(path)
         backup.write_text(old, encoding="utf-8")
-        done = f"replaced {path} (the old one is {backup})"
+        verb = "merged into" if action == "merge" else "replaced"
+        done = f"{verb} {path} (the old one is {backup})"
     else:
         done = f"wrote {path}"
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -123,7 +148,12 @@ def _configure(args: argparse.Namespace, stdin: TextIO, stdout: TextIO, stderr: 
         else:
             try:
                 done = write_config_file(
-                    location, config.file_content, force=args.force, stdin=stdin, stderr=stderr
+                    location,
+                    config.file_content,
+                    force=args.force,
+                    stdin=stdin,
+                    stderr=stderr,
+                    syntax=config.file_syntax,
                 )
             except Refused as exc:
                 stderr.write(f"error: {exc}\n")
@@ -237,7 +267,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     conf.add_argument("--write", action="store_true", help="write the client's config file")
     conf.add_argument(
-        "--force", action="store_true", help="with --write: replace an existing file (kept as .bak)"
+        "--force",
+        action="store_true",
+        help="with --write: change an existing file without asking (the old one kept as .bak)",
     )
 
     lst = sub.add_parser("clients", help="the known clients")

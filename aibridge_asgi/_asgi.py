@@ -10,12 +10,13 @@ from starlette.types import Receive, Scope, Send
 
 from .breaker import CircuitBreakers
 from .config import RetryPolicy
+from .delivery import RecordQueue
 from .errors import BridgeError, error_body
 from .hooks import BridgeHooks
 from .keys import Keys
+from .limits import Limits
 from .policy import Policy
 from .pricing import Costing
-from .records import RecordQueue
 from .upstream import Upstream
 
 __all__ = [
@@ -45,17 +46,30 @@ class Runtime:
 
     upstream: Upstream
     records: RecordQueue
-    max_body_size: int
-    keepalive_interval: float | None
     strip_headers: frozenset[bytes]
+    limits: Limits = field(default_factory=Limits)
     hooks: tuple[BridgeHooks, ...] = ()
-    body_timeout: float | None = None
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     breakers: CircuitBreakers | None = None
     keys: Keys = field(default_factory=lambda: Keys({}))
     costing: Costing | None = None
     tool_result_content: int | None = None
     policy: Policy | None = None
+
+    @property
+    def max_body_size(self) -> int:
+        """Request bodies above this many bytes get 413."""
+        return self.limits.max_body_size
+
+    @property
+    def keepalive_interval(self) -> float | None:
+        """Seconds of upstream silence before a keep-alive comment."""
+        return self.limits.keepalive_interval
+
+    @property
+    def body_timeout(self) -> float | None:
+        """Seconds a client may take to send its request body."""
+        return self.limits.body_timeout
 
 
 def content_length(headers: Sequence[tuple[bytes, bytes]]) -> int | None:
@@ -75,30 +89,26 @@ async def read_body(rt: Runtime, scope: Scope, receive: Receive) -> bytes:
     declared = content_length(scope["headers"])
     if declared is not None and declared > limit:
         raise too_large
-    message = await receive()  # usually the whole body, already buffered
-    if message["type"] == "http.disconnect":
-        raise ClientGone()
-    first: bytes = message.get("body", b"")
-    if len(first) > limit:
-        raise too_large
-    if not message.get("more_body", False):
-        return first
-    chunks = [first]
-    size = len(first)
+    chunks: list[bytes] = []
+    size = 0
     try:
+        # The first receive too: a body that never starts is timed out.
         async with asyncio.timeout(rt.body_timeout):
             while True:
-                message = await receive()
+                message = await receive()  # usually the whole body, already buffered
                 if message["type"] == "http.disconnect":
                     raise ClientGone()
                 chunk = message.get("body", b"")
                 size += len(chunk)
                 if size > limit:
                     raise too_large
+                if not message.get("more_body", False):
+                    if not chunks:
+                        return bytes(chunk)
+                    chunks.append(chunk)
+                    break
                 if chunk:
                     chunks.append(chunk)
-                if not message.get("more_body", False):
-                    break
     except TimeoutError:
         raise BridgeError(
             408, f"request body was not received within {rt.body_timeout:g} seconds"

@@ -14,8 +14,9 @@ the query before anything forwards or shows the URL).
 The first non-empty one wins. Upstream requests never carry any of these
 headers (``x-goog-api-key`` included), nor ``Cookie``,
 ``Proxy-Authorization``, ``Coder-Session-Token``, hop-by-hop headers,
-``Host``, ``Content-Length`` or ``Accept-Encoding``; every other header
-passes through byte for byte.
+request-only headers that ask something of the next hop (``Expect``,
+``HTTP2-Settings``), ``Host``, ``Content-Length`` or ``Accept-Encoding``;
+every other header passes through byte for byte.
 
 The bring-your-own-key form (the host token in ``X-AIBridge-Token``, the
 client's own credential forwarded as sent) is read first, by
@@ -25,6 +26,7 @@ request itself.
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Sequence
 from urllib.parse import unquote_plus
@@ -33,7 +35,10 @@ from .errors import BridgeError
 
 __all__ = [
     "HOP_BY_HOP",
+    "REQUEST_ONLY",
+    "ResolverFailed",
     "extract_token",
+    "log_resolver_failure",
     "request_headers_for_upstream",
     "response_headers_for_client",
     "take_query_token",
@@ -74,6 +79,11 @@ _CONTROL = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
 
 # Set by the bridge itself on the upstream request.
 _REPLACED = frozenset({b"host", b"content-length", b"accept-encoding"})
+
+#: Request headers addressed to the next hop, never forwarded: the bridge
+#: has the whole body before it calls upstream, so ``Expect: 100-continue``
+#: would only make the upstream client wait for a 100 that may never come.
+REQUEST_ONLY = frozenset({b"expect", b"http2-settings"})
 
 
 def extract_token(
@@ -142,7 +152,7 @@ def request_headers_for_upstream(
     The bridge asks upstream for ``identity`` encoding so it can relay bytes
     unchanged and parse them on the side.
     """
-    drop = HOP_BY_HOP | HOST_CREDENTIALS | _REPLACED | strip | {n for n, _ in add}
+    drop = HOP_BY_HOP | HOST_CREDENTIALS | REQUEST_ONLY | _REPLACED | strip | {n for n, _ in add}
     drop |= _connection_tokens(headers)
     out = [(n, v) for n, v in headers if n not in drop]
     for name, value in out:
@@ -166,3 +176,37 @@ def response_headers_for_client(headers: Headers) -> list[tuple[bytes, bytes]]:
     server sends its own; two of each confuse strict clients)."""
     drop = HOP_BY_HOP | _SERVER_SET | _connection_tokens(headers)
     return [(n, v) for n, v in headers if n not in drop]
+
+
+class ResolverFailed(Exception):
+    """Stands in for an exception the token resolver raised, in the log.
+
+    The resolver's own message is withheld (database drivers quote query
+    parameters, here the token, in theirs); the traceback's frames are the
+    original ones, so structured log handlers keep where it failed.
+    """
+
+
+def _withheld(exc: BaseException) -> ResolverFailed:
+    """A message-free stand-in for ``exc`` carrying its traceback."""
+    names: list[str] = []
+    seen: BaseException | None = exc
+    while seen is not None and len(names) < 5:
+        names.append(type(seen).__qualname__)
+        seen = seen.__cause__ or (None if seen.__suppress_context__ else seen.__context__)
+    chain = " <- ".join(names)
+    stand_in = ResolverFailed(f"{chain} (message withheld: it may quote the token)")
+    stand_in.__traceback__ = exc.__traceback__
+    stand_in.__suppress_context__ = True
+    return stand_in
+
+
+def log_resolver_failure(log: logging.Logger, exc: BaseException) -> None:
+    """Log a token resolver's failure with ``exc_info`` (its frames) but
+    without its message, which may quote the token."""
+    stand_in = _withheld(exc)
+    log.error(
+        "token resolver failed with %s",
+        stand_in,
+        exc_info=(ResolverFailed, stand_in, exc.__traceback__),
+    )

@@ -7,12 +7,18 @@ for ``open_seconds`` (the client gets 503 with ``Retry-After``), then lets
 ``half_open_probes`` calls through: a success closes it, a failure opens it
 again. Other answers (a 400, a completed call) count as successes: the
 upstream is alive.
+
+The model comes from the client, so the set of breakers is bounded: a
+breaker exists only once a call failed, and at most ``max_breakers`` are
+kept; past that, the least recently used one is forgotten (closed ones
+first), so made-up model names cannot grow the bridge's memory.
 """
 
 from __future__ import annotations
 
 import math
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal, TypeAlias
@@ -36,6 +42,8 @@ class CircuitBreakerConfig:
     open_seconds: float = 30.0
     half_open_probes: int = 1
     trip_statuses: frozenset[int] = field(default_factory=_trip_statuses)
+    #: Breakers kept at most (least recently used forgotten, closed first).
+    max_breakers: int = 256
 
 
 @dataclass
@@ -58,7 +66,11 @@ class CircuitBreakers:
         self.config = config
         self._on_change = on_change
         self._clock = clock
-        self._breakers: dict[BreakerKey, _Breaker] = {}
+        self._breakers: OrderedDict[BreakerKey, _Breaker] = OrderedDict()
+
+    def __len__(self) -> int:
+        """How many breakers hold state."""
+        return len(self._breakers)
 
     def state(self, key: BreakerKey) -> BreakerState:
         """The breaker's state (``closed`` for one never used)."""
@@ -71,6 +83,7 @@ class CircuitBreakers:
         breaker = self._breakers.get(key)
         if breaker is None or breaker.state == "closed":
             return None
+        self._breakers.move_to_end(key)
         now = self._clock()
         if breaker.state == "open":
             if now < breaker.open_until:
@@ -89,7 +102,10 @@ class CircuitBreakers:
         if breaker is None:
             if not failed:
                 return
+            self._make_room()
             breaker = self._breakers[key] = _Breaker()
+        else:
+            self._breakers.move_to_end(key)
         if breaker.state == "half_open":
             breaker.probes = max(0, breaker.probes - 1)
         if failed is None:
@@ -104,6 +120,22 @@ class CircuitBreakers:
             breaker.open_until = self._clock() + self.config.open_seconds
             if breaker.state != "open":
                 self._set(key, breaker, "open")
+
+    def _make_room(self) -> None:
+        """Forget breakers past ``max_breakers``: the least recently used
+        closed one (a few failures, not yet open), else the least recently
+        used of all."""
+        limit = max(self.config.max_breakers, 1)
+        while len(self._breakers) >= limit:
+            oldest = next(iter(self._breakers))
+            victim = oldest
+            for n, (key, breaker) in enumerate(self._breakers.items()):
+                if n >= 16:  # look at a few of the oldest only: O(1) per call
+                    break
+                if breaker.state == "closed":
+                    victim = key
+                    break
+            del self._breakers[victim]
 
     def is_failure_status(self, status: int) -> bool:
         """Whether an upstream status counts against the breaker."""

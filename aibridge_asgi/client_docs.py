@@ -73,11 +73,14 @@ python -m aibridge_asgi clients      # the table
 (default: the first listed), `--protocol chat|responses` the protocol for clients that
 speak both of OpenAI's (default: the first listed), `--model` the model,
 `--format json` gives it as data and `--format env` only the `export` lines.
-`--write` writes the client's config file; it never replaces an existing
-file without asking (or `--force`), and keeps the old one as `<file>.bak`.
-Config files hold no token: those clients read it from `{TOKEN_ENV}`, set in
-the environment lines. Values are quoted for a POSIX shell and escaped for
-JSON, TOML or YAML, whatever characters the token holds.
+`--write` writes the client's config file. An existing file is merged into,
+not replaced: TOML with `tomlkit` (the `[kit]` extra), keeping the user's
+comments, order and other settings; JSON key by key (a JSON file with
+comments, or a YAML file, can only be replaced). The change is shown as a
+diff and made only when you say yes (or with `--force`); the old file is
+kept as `<file>.bak`. Config files hold no token: those clients read it from
+`{TOKEN_ENV}`, set in the environment lines. Values are quoted for a POSIX
+shell and escaped for JSON, TOML or YAML, whatever characters the token holds.
 
 `--websocket` (`websocket=True` in Python) turns on the client's
 Responses-over-WebSocket transport, where its entry has a switch for it:

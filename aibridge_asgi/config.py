@@ -9,6 +9,7 @@ from functools import cached_property
 from typing import Literal, TypeAlias
 
 from .keys import Key, KeySpec, auth_header, parse_keys
+from .limits import DEFAULT_MAX_BODY_SIZE  # kept importable from here
 
 __all__ = [
     "DEFAULT_BASE_URLS",
@@ -30,9 +31,6 @@ DEFAULT_BASE_URLS: Mapping[str, str] = {
     "google": "https://generativelanguage.googleapis.com",
 }
 
-#: Request bodies above this are refused with 413. Long Claude Code sessions
-#: send several MB; 64 MiB leaves ample room.
-DEFAULT_MAX_BODY_SIZE = 64 * 1024 * 1024
 
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 

@@ -76,6 +76,12 @@ class BridgeHooks:
         """The recorder took ``seconds`` to handle ``record`` (``error`` if it raised).
         Called from the recorder worker, off the request path."""
 
+    def record_dropped(self, record: Record, reason: str) -> None:
+        """``record`` did not reach the recorder: ``overflow`` (the record
+        queue was full), ``timeout`` (the recorder call took too long),
+        ``undelivered`` (still queued when ``aclose()`` ran out of time) or
+        ``closed`` (produced after close)."""
+
     def circuit_changed(self, key: tuple[str, str, str], state: str) -> None:
         """The breaker for (provider name, route, model) went ``closed``,
         ``open`` or ``half_open``."""

@@ -44,7 +44,7 @@ from .hooks import Timings
 from .hooks import call as call_hooks
 from .keys import Access
 from .records import Actor, InterceptionEnded, InterceptionStarted, TokenUsage, utcnow
-from .relay import Outcome, relay_body, relay_json_array, relay_stream
+from .relay import KEEPALIVE_COMMENT, Outcome, relay_body, relay_json_array, relay_stream
 from .routing import RESPONSES, STREAM_GENERATE_CONTENT, Route
 from .upstream import (
     UpstreamRequestInvalid,
@@ -306,7 +306,9 @@ async def _exchange(
 
     async def client_send(message: Message) -> None:
         if message["type"] == "http.response.body":
-            if outcome.first_byte is None and message.get("body"):
+            body = message.get("body")
+            # A keep-alive comment is not the answer's first byte.
+            if outcome.first_byte is None and body and body is not KEEPALIVE_COMMENT:
                 outcome.first_byte = time.perf_counter()
             if not message.get("more_body", False):
                 # From here on the server reports "disconnect" to the watcher.

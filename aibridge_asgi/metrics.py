@@ -205,6 +205,12 @@ class PrometheusHooks(BridgeHooks):
         self.recorder_errors = counter(
             "recorder_errors_total", "Records the recorder failed on.", ["record"]
         )
+        self.records_dropped = counter(
+            "records_dropped_total",
+            "Records that never reached the recorder (queue overflow, recorder "
+            "timeout, undelivered at close).",
+            ["record", "reason"],
+        )
 
     # -- hooks --------------------------------------------------------------
 
@@ -296,6 +302,9 @@ class PrometheusHooks(BridgeHooks):
         self.recorder_duration.labels(name).observe(seconds)
         if error is not None:
             self.recorder_errors.labels(name).inc()
+
+    def record_dropped(self, record: Record, reason: str) -> None:
+        self.records_dropped.labels(type(record).__name__, reason).inc()
 
     def circuit_changed(self, key: tuple[str, str, str], state: str) -> None:
         labels = (key[0], key[1], self._model(key[2]))

@@ -1,4 +1,4 @@
-"""Record types the bridge hands to the host, and their off-path delivery.
+"""Record types the bridge hands to the host.
 
 Every bridged request that passes authentication produces exactly one
 :class:`InterceptionStarted` and exactly one :class:`InterceptionEnded`.
@@ -8,16 +8,13 @@ Between the two, the API interceptors emit :class:`TokenUsage`,
 
 Records are delivered to the host's recorder by a single background worker,
 in the order they were produced, so a slow or failing recorder never delays
-or breaks a client's response.
+or breaks a client's response (:mod:`aibridge_asgi.delivery`).
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import time
-from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -248,92 +245,10 @@ class Recorder(Protocol):
         ...
 
 
-class RecordQueue:
-    """Delivers records to a recorder from one background task, in order.
+def __getattr__(name: str) -> Any:
+    # RecordQueue moved to aibridge_asgi.delivery; the old import keeps working.
+    if name == "RecordQueue":
+        from .delivery import RecordQueue
 
-    :meth:`put` never blocks and never raises; the worker starts lazily on
-    the running event loop (hosts often do not forward lifespan events to
-    mounted apps), and again on a new loop if the old one went away.
-    """
-
-    def __init__(
-        self,
-        recorder: Recorder | None,
-        on_recorded: Callable[[Record, float, BaseException | None], None] | None = None,
-    ) -> None:
-        self._recorder = recorder
-        self._on_recorded = on_recorded
-        self._pending: deque[Record] = deque()
-        self._wakeup = asyncio.Event()
-        self._idle = asyncio.Event()
-        self._worker: asyncio.Task[None] | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._closed = False
-
-    def put(self, record: Record) -> None:
-        """Queue one record for delivery."""
-        if self._recorder is None:
-            return
-        if self._closed:
-            logger.error("record %s produced after close; dropped", type(record).__name__)
-            return
-        self._pending.append(record)
-        loop = asyncio.get_running_loop()
-        if self._worker is None or self._worker.done() or self._loop is not loop:
-            self._wakeup = asyncio.Event()
-            self._idle = asyncio.Event()
-            self._loop = loop
-            self._worker = loop.create_task(self._run(), name="aibridge-recorder")
-        self._idle.clear()
-        self._wakeup.set()
-
-    async def _run(self) -> None:
-        recorder = self._recorder
-        assert recorder is not None
-        while True:
-            while self._pending:
-                record = self._pending.popleft()
-                began = time.perf_counter()
-                error: BaseException | None = None
-                try:
-                    await recorder.record(record)
-                except asyncio.CancelledError:
-                    raise
-                except Exception as exc:
-                    error = exc
-                    logger.exception(
-                        "recorder failed on %s for interception %s",
-                        type(record).__name__,
-                        getattr(record, "interception_id", "?"),
-                    )
-                if self._on_recorded is not None:
-                    try:
-                        self._on_recorded(record, time.perf_counter() - began, error)
-                    except Exception:
-                        logger.exception("on_recorded callback failed")
-            self._idle.set()
-            if self._closed:
-                return
-            self._wakeup.clear()
-            await self._wakeup.wait()
-
-    @property
-    def pending(self) -> int:
-        """How many records wait for the recorder."""
-        return len(self._pending)
-
-    async def flush(self) -> None:
-        """Wait until every record queued so far has been handed over."""
-        if self._worker is None or self._worker.done():
-            return
-        if self._loop is not asyncio.get_running_loop():
-            return
-        await self._idle.wait()
-
-    async def aclose(self) -> None:
-        """Deliver what is pending, then stop the worker."""
-        self._closed = True
-        worker = self._worker
-        if worker is not None and not worker.done() and self._loop is asyncio.get_running_loop():
-            self._wakeup.set()
-            await worker
+        return RecordQueue
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

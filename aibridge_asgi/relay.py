@@ -19,7 +19,7 @@ import zlib
 from dataclasses import dataclass
 from decimal import Decimal
 
-from starlette.types import Send
+from starlette.types import Message, Send
 
 from ._asgi import UPSTREAM_BROKE, ClientGone, Runtime, send_error
 from .apis import ApiInterception
@@ -28,7 +28,7 @@ from .hooks import Timings
 from .hooks import call as call_hooks
 from .jsonarray import JSONArraySplitter
 from .records import Cost, EndStatus, Record, TokenUsage
-from .sse import SSEEvent, SSEScanner
+from .sse import EventTooLarge, SSEEvent, SSEScanner
 from .upstream import UpstreamResponse, UpstreamStreamError
 
 __all__ = ["KEEPALIVE_COMMENT", "Outcome", "relay_body", "relay_json_array", "relay_stream"]
@@ -149,10 +149,21 @@ async def relay_body(
     id_header: tuple[bytes, bytes],
     outcome: Outcome,
 ) -> None:
-    """Relay a whole (non-SSE) body unchanged, observing it when it is a success."""
+    """Relay a whole (non-SSE) body unchanged, observing it when it is a success.
+
+    The body is held in memory up to ``Limits.max_response_size``; a longer
+    one is not relayed (502)."""
     chunks: list[bytes] = []
+    size = 0
+    limit = rt.limits.max_response_size
     try:
         async for chunk in response.iter_raw():
+            size += len(chunk)
+            if size > limit:
+                chunks.clear()
+                raise UpstreamStreamError(
+                    f"upstream answer is larger than the limit of {limit} bytes"
+                )
             chunks.append(chunk)
     except UpstreamStreamError as exc:
         outcome.upstream_ended = time.perf_counter()
@@ -193,7 +204,7 @@ async def relay_body(
 
 async def relay_stream(
     rt: Runtime,
-    send: Send,
+    raw_send: Send,
     api: ApiInterception,
     response: UpstreamResponse,
     id_header: tuple[bytes, bytes],
@@ -212,14 +223,23 @@ async def relay_stream(
         decoder = zlib.decompressobj(_ZLIB_WBITS)
         headers = [(k, v) for k, v in headers if k != b"content-encoding"]
     elif encoding:
-        await _relay_unread(send, response, [*headers, id_header], encoding, outcome)
+        await _relay_unread(raw_send, response, [*headers, id_header], encoding, outcome)
         return
     headers.append(id_header)
     outcome.response_started = True
     outcome.http_status = response.status
+    # The keep-alive task and the relay both send: never at the same time.
+    lock = asyncio.Lock()
+
+    async def locked_send(message: Message) -> None:
+        async with lock:
+            await raw_send(message)
+
+    send: Send = raw_send if rt.keepalive_interval is None else locked_send
+
     await send({"type": "http.response.start", "status": response.status, "headers": headers})
 
-    scanner = SSEScanner()
+    scanner = SSEScanner(rt.limits.max_event_size)
     observing = True
     loop = asyncio.get_running_loop()
     last_read = loop.time()
@@ -272,7 +292,14 @@ async def relay_stream(
                 except zlib.error:
                     broke = UpstreamStreamError(f"upstream sent corrupt {encoding!r} data")
                     break
-            events = scanner.feed(item)
+            try:
+                events = scanner.feed(item)
+            except EventTooLarge as exc:
+                broke = UpstreamStreamError(f"upstream stream is malformed: {exc}")
+                body = observe(exc.events) if exc.events else b""
+                if body:
+                    await send({"type": "http.response.body", "body": body, "more_body": True})
+                break
             if events:
                 body = observe(events)
                 if body:

@@ -12,9 +12,21 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-__all__ = ["SSEEvent", "SSEScanner"]
+__all__ = ["EventTooLarge", "SSEEvent", "SSEScanner"]
 
 _LINE_END = re.compile(rb"\r\n|\r|\n")
+
+
+class EventTooLarge(ValueError):
+    """An unfinished event grew past the scanner's ``max_event_size``.
+
+    ``events`` are the whole events the same :meth:`SSEScanner.feed` call
+    completed before it.
+    """
+
+    def __init__(self, message: str, events: list[SSEEvent]) -> None:
+        super().__init__(message)
+        self.events = events
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,11 +48,16 @@ class SSEScanner:
 
     A CR that ends a read could be the first half of a CRLF, so the line it
     ends is held until the next byte arrives (or :meth:`finish` is called).
+
+    With ``max_event_size``, :meth:`feed` raises :class:`EventTooLarge` once
+    the unfinished event it holds is longer than that many bytes (the
+    scanner is then done: its state is dropped).
     """
 
-    __slots__ = ("_buf", "_data", "_event", "_pos", "_searched")
+    __slots__ = ("_buf", "_data", "_event", "_max", "_pos", "_searched")
 
-    def __init__(self) -> None:
+    def __init__(self, max_event_size: int | None = None) -> None:
+        self._max = max_event_size
         self._buf = bytearray()
         self._pos = 0  # start of the next unscanned line in _buf
         self._searched = 0  # no line end before this offset (keeps long lines linear)
@@ -58,7 +75,14 @@ class SSEScanner:
         ):
             return self._whole_events(chunk)
         self._buf += chunk
-        return self._scan(final=False)
+        events = self._scan(final=False)
+        if self._max is not None and len(self._buf) > self._max:
+            size = len(self._buf)
+            self.finish()
+            raise EventTooLarge(
+                f"an SSE event is longer than {self._max} bytes ({size} so far)", events
+            )
+        return events
 
     def _whole_events(self, chunk: bytes) -> list[SSEEvent]:
         """Fast path: ``chunk`` is one or more whole LF-terminated events

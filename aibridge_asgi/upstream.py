@@ -125,26 +125,33 @@ def _describe(exc: Exception) -> str:
 
 
 class HttpxUpstream:
-    """The default seam: an ``httpx.AsyncClient``, created on first use.
+    """The seam over an ``httpx.AsyncClient``, created on first use.
 
     Pass ``client`` to bring your own (its timeouts and transport are then
     yours; the bridge never closes it), or ``transport`` to have the bridge's
-    own client send through it.
+    own client send through it. The bridge's own client belongs to the event
+    loop it was made on: on another loop (a new test, a restarted host) a new
+    one is made.
     """
 
     def __init__(
         self,
-        timeouts: Timeouts,
+        timeouts: Timeouts | None = None,
         client: httpx.AsyncClient | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
-        self._timeouts = timeouts
+        self._timeouts = timeouts or Timeouts()
         self._client = client
         self._transport = transport
         self._owned = client is None
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     def _get_client(self) -> httpx.AsyncClient:
+        loop = asyncio.get_running_loop()
+        if self._owned and self._client is not None and self._loop is not loop:
+            self._client = None  # its connections belong to a loop that is gone
         if self._client is None:
+            self._loop = loop
             t = self._timeouts
             self._client = httpx.AsyncClient(
                 transport=self._transport,
@@ -181,9 +188,10 @@ class HttpxUpstream:
         return _HttpxResponse(response)
 
     async def aclose(self) -> None:
-        if self._owned and self._client is not None:
-            await self._client.aclose()
-            self._client = None
+        """Close the bridge's own client (a host's client is left open)."""
+        client, self._client = (self._client, None) if self._owned else (None, self._client)
+        if client is not None and self._loop is asyncio.get_running_loop():
+            await client.aclose()
 
 
 class _AiohttpResponse:
@@ -218,16 +226,25 @@ class AiohttpUpstream:
     Faster than httpx's default transport (see docs/performance.md). Bodies
     are never decoded (``auto_decompress=False``) and aiohttp's own default
     headers are not added. Pass ``session`` to bring your own (the bridge
-    never closes it).
+    never closes it). The bridge's own session belongs to the event loop it
+    was made on: on another loop (a new test, a restarted host) a new one is
+    made.
     """
 
-    def __init__(self, timeouts: Timeouts, session: aiohttp.ClientSession | None = None) -> None:
-        self._timeouts = timeouts
+    def __init__(
+        self, timeouts: Timeouts | None = None, session: aiohttp.ClientSession | None = None
+    ) -> None:
+        self._timeouts = timeouts or Timeouts()
         self._session = session
         self._owned = session is None
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     def _get_session(self) -> aiohttp.ClientSession:
-        if self._session is None or self._session.closed:
+        loop = asyncio.get_running_loop()
+        if self._owned and self._session is not None and self._loop is not loop:
+            self._session = None  # its connections belong to a loop that is gone
+        if self._session is None or (self._owned and self._session.closed):
+            self._loop = loop
             t = self._timeouts
             self._session = aiohttp.ClientSession(
                 connector=aiohttp.TCPConnector(limit=0, keepalive_timeout=30),
@@ -269,6 +286,7 @@ class AiohttpUpstream:
         return _AiohttpResponse(response)
 
     async def aclose(self) -> None:
-        if self._owned and self._session is not None:
-            await self._session.close()
-            self._session = None
+        """Close the bridge's own session (a host's session is left open)."""
+        session, self._session = (self._session, None) if self._owned else (None, self._session)
+        if session is not None and self._loop is asyncio.get_running_loop():
+            await session.close()

@@ -47,7 +47,7 @@ from yarl import URL
 from ._asgi import Runtime
 from .apis import ResponsesInterception
 from .apis.base import clean_text
-from .auth import extract_token, request_headers_for_upstream
+from .auth import extract_token, log_resolver_failure, request_headers_for_upstream
 from .clients import detect_client
 from .config import ProviderConfig
 from .errors import BridgeError, error_body
@@ -187,6 +187,7 @@ class WebSocketSessions:
         self.settings = WebSocketSettings()
         self._sessions: set[_Session] = set()
         self._http: aiohttp.ClientSession | None = None
+        self._http_loop: asyncio.AbstractEventLoop | None = None
 
     @property
     def open_sockets(self) -> int:
@@ -194,7 +195,11 @@ class WebSocketSessions:
         return len(self._sessions)
 
     def _client(self) -> aiohttp.ClientSession:
+        loop = asyncio.get_running_loop()
+        if self._http is not None and self._http_loop is not loop:
+            self._http = None  # made on a loop that is gone (a restarted bridge)
         if self._http is None or self._http.closed:
+            self._http_loop = loop
             self._http = aiohttp.ClientSession(
                 connector=aiohttp.TCPConnector(limit=0),
                 auto_decompress=False,
@@ -286,10 +291,7 @@ class WebSocketSessions:
         try:
             actor = await host._resolve(token)
         except Exception as exc:
-            logger.error(
-                "token resolver failed with %s (message withheld: it may quote the token)",
-                type(exc).__name__,
-            )
+            log_resolver_failure(logger, exc)
             raise _Refusal(
                 503, "could not check credentials right now; try again", CLOSE_TRY_AGAIN
             ) from None
@@ -388,9 +390,9 @@ class WebSocketSessions:
 
     async def aclose(self) -> None:
         """Release the upstream client (the sockets are closed by then)."""
-        if self._http is not None:
-            await self._http.close()
-            self._http = None
+        http, self._http = self._http, None
+        if http is not None and self._http_loop is asyncio.get_running_loop():
+            await http.close()
 
 
 def _offered_protocols(scope: Scope) -> tuple[str, ...]:

@@ -25,7 +25,7 @@ import atheris
 with atheris.instrument_imports(include=["aibridge_asgi"]):
     import httpx
 
-    from aibridge_asgi import InterceptionEnded, InterceptionStarted, create_bridge
+    from aibridge_asgi import InterceptionEnded, InterceptionStarted, Limits, create_bridge
     from aibridge_asgi.records import Actor
     from aibridge_asgi.testing import (
         ANTHROPIC_KEY,
@@ -100,11 +100,9 @@ async def one(
         resolve,
         {"anthropic": ANTHROPIC_KEY, "openai": OPENAI_KEY},
         base_urls={"anthropic": "http://upstream.test", "openai": "http://upstream.test/v1"},
-        transport=httpx.ASGITransport(app=fake, raise_app_exceptions=False),
+        upstream=httpx.ASGITransport(app=fake, raise_app_exceptions=False),
         recorder=recorder,
-        max_body_size=2048,
-        body_timeout=2,
-        keepalive_interval=None,
+        limits=Limits(max_body_size=2048, body_timeout=2, keepalive_interval=None),
     )
     sent: list[dict[str, Any]] = []
     done = asyncio.Event()

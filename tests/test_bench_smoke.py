@@ -17,6 +17,9 @@ from pathlib import Path
 
 import pytest
 
+# Runs the benchmark tools: deselected by -m 'not slow'.
+pytestmark = pytest.mark.slow
+
 ROOT = Path(__file__).resolve().parent.parent
 RUN = ROOT / "bench" / "run.py"
 

@@ -589,7 +589,8 @@ def test_cli_writes_and_never_overwrites_without_asking(home: Path) -> None:
     assert target.read_text() == first
     # ... and when the answer is no.
     code, _, err = run_main(*other, "--write", stdin="n\n", tty=True)
-    assert code == 1 and "replace it?" in err
+    assert code == 1 and "merge the changes above into it?" in err
+    assert '+base_url = "https://other.example/ai/openai/v1"' in err  # the diff, first
     assert target.read_text() == first
     assert list(target.parent.iterdir()) == [target]
 
@@ -605,6 +606,77 @@ def test_cli_writes_and_never_overwrites_without_asking(home: Path) -> None:
     assert code == 0 and target.read_text() == first
     assert (target.parent / "config.toml.bak").read_text() == first
     assert (target.parent / "config.toml.bak.1").read_text() == second
+
+
+CODEX_BY_HAND = """\
+# My Codex settings, written by hand.
+model = "o3"  # the model I like
+approval_policy = "on-request"
+
+[profiles.work]
+model = "gpt-5-codex"  # for work
+
+[model_providers.aibridge]
+name = "old gateway"  # renamed by the kit
+base_url = "https://old.example/v1"
+"""
+
+
+def test_cli_merges_into_an_existing_toml_file_keeping_comments(home: Path) -> None:
+    target = home / ".codex" / "config.toml"
+    target.parent.mkdir()
+    target.write_text(CODEX_BY_HAND)
+    args = ("configure", "codex", "--base-url", BASE, "--token", "t", "--write")
+    code, _, err = run_main(*args)
+    assert code == 1 and "not changed" in err
+    assert '-base_url = "https://old.example/v1"' in err  # the diff is shown first
+    assert target.read_text() == CODEX_BY_HAND
+    code, _, err = run_main(*args, stdin="y\n", tty=True)
+    assert code == 0 and "merged into" in err
+    merged = target.read_text()
+    for kept in (
+        "# My Codex settings, written by hand.",
+        "# the model I like",  # the kit sets the model; the comment stays
+        'approval_policy = "on-request"',
+        "[profiles.work]",
+        'model = "gpt-5-codex"  # for work',
+        "# renamed by the kit",
+    ):
+        assert kept in merged
+    assert merged.index("[profiles.work]") < merged.index("[model_providers.aibridge]")
+    parsed = tomllib.loads(merged)
+    assert parsed["model_providers"]["aibridge"]["base_url"] == BASE + "/openai/v1"
+    assert parsed["approval_policy"] == "on-request"
+    assert parsed["profiles"]["work"]["model"] == "gpt-5-codex"
+    # What the kit would write alone is all there.
+    fresh = configure("codex", BASE, "t").file_content
+    assert fresh is not None
+    for key, value in tomllib.loads(fresh).items():
+        if not isinstance(value, dict):
+            assert parsed[key] == value
+    assert (target.parent / "config.toml.bak").read_text() == CODEX_BY_HAND
+    code, _, err = run_main(*args)
+    assert code == 0 and "up to date" in err
+
+
+def test_cli_merges_json_by_key_and_refuses_to_merge_jsonc(home: Path) -> None:
+    target = home / ".config" / "zed" / "settings.json"
+    target.parent.mkdir(parents=True)
+    mine = {"theme": "One Dark", "language_models": {"anthropic": {"api_url": "x"}}}
+    target.write_text(json.dumps(mine, indent=4))
+    args = ("configure", "zed", "--api", "openai", "--base-url", BASE, "--token", "t")
+    code, _, err = run_main(*args, "--write", "--force")
+    assert code == 0 and "merged into" in err
+    merged = json.loads(target.read_text())
+    assert list(merged) == ["theme", "language_models"]
+    assert merged["language_models"]["anthropic"] == {"api_url": "x"}
+    assert merged["language_models"]["openai"]["api_url"] == BASE + "/openai/v1"
+    # JSON with comments cannot be merged without losing them: the kit says
+    # so and asks to replace instead.
+    target.write_text('{\n  // mine\n  "theme": "One Dark"\n}\n')
+    code, _, err = run_main(*args, "--write", stdin="n\n", tty=True)
+    assert code == 1 and "cannot be merged" in err and "replace it?" in err
+    assert "// mine" in target.read_text()
 
 
 def test_cli_write_for_a_client_without_a_file(home: Path) -> None:

@@ -16,7 +16,7 @@ import httpx
 import openai
 import pytest
 
-from aibridge_asgi import Timeouts
+from aibridge_asgi import Limits, Timeouts
 from aibridge_asgi.testing import ANTHROPIC_KEY, GOOGLE_KEY, OPENAI_KEY, FakeResponse, FakeUpstream
 
 from .conftest import HOST_TOKEN, Running
@@ -220,7 +220,7 @@ def test_body_over_limit_is_413(
 ) -> None:
     """Refused whether the size is declared (Content-Length) or only counted as
     the bytes arrive (chunked upload, no Content-Length); upstream gets nothing."""
-    running = start_bridge(max_body_size=256)
+    running = start_bridge(limits=Limits(max_body_size=256))
     for path, kind, body in [
         *BRIDGED,
         ("/anthropic/v1/messages/count_tokens", "anthropic", MESSAGES_BODY),

@@ -3,13 +3,18 @@ Chromium (Debian's ``chromium``; ``scripts/install-browser`` installs it)."""
 
 from __future__ import annotations
 
+import asyncio
+import base64
 import contextlib
 import re
 import sqlite3
 import struct
 import subprocess
+import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
@@ -19,33 +24,153 @@ from aibridge_asgi.testing import FakeResponse, streams
 from . import test_example_host
 from .test_example_host import RunningHost, messages
 
+# A real browser: deselected by -m 'not slow'.
+pytestmark = pytest.mark.slow
+
 start_host = test_example_host.start_host  # the fixture
 
 CHROMIUM = Path("/usr/bin/chromium")
 
 
-def chromium(url: str, profile: Path, *, screenshot: Path | None = None) -> str:
-    """Load ``url`` in headless Chromium; return the DOM (or take a screenshot)."""
+def chromium(
+    url: str, profile: Path, *, screenshot: Path | None = None, token: str | None = None
+) -> str:
+    """Load ``url`` in headless Chromium; return the DOM (or take a screenshot).
+
+    With ``token``, the browser is signed in first the way a person is: the
+    token is posted to ``/login`` (never put in an address) and the session
+    cookie it sets goes into the browser, through the DevTools protocol."""
     if not CHROMIUM.exists():
         pytest.fail(f"{CHROMIUM} is missing: run scripts/install-browser (scripts/test does)")
+    if token is not None:
+        return _chromium_signed_in(url, profile, token, screenshot)
     command = [
         str(CHROMIUM),
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-quic",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
+        *_FLAGS,
         f"--user-data-dir={profile}",
-        "--window-size=1280,1600",
         f"--screenshot={screenshot}" if screenshot else "--dump-dom",
         url,
     ]
     result = subprocess.run(command, capture_output=True, text=True, timeout=90)
     assert result.returncode == 0, result.stderr[-2000:]
     return result.stdout
+
+
+_FLAGS = (
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--window-size=1280,1600",
+)
+
+
+def session_cookie(base_url: str, token: str) -> str:
+    """Sign in by posting the token to the form; return the session id."""
+    with httpx.Client(base_url=base_url) as browser:
+        r = browser.post("/login", data={"token": token, "next": "/usage"})
+        assert r.status_code == 303, r.text
+        return browser.cookies["minicoder_session"]
+
+
+def _chromium_signed_in(url: str, profile: Path, token: str, screenshot: Path | None) -> str:
+    parts = urlsplit(url)
+    origin = f"{parts.scheme}://{parts.netloc}"
+    session_id = session_cookie(origin, token)
+    command = [
+        str(CHROMIUM),
+        *_FLAGS,
+        f"--user-data-dir={profile}",
+        "--remote-debugging-port=0",
+        "--remote-allow-origins=*",
+        "about:blank",
+    ]
+    proc = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stderr is not None
+        port = None
+        deadline = time.monotonic() + 60
+        while port is None and time.monotonic() < deadline:
+            line = proc.stderr.readline()
+            if not line and proc.poll() is not None:
+                break
+            found = re.search(r"DevTools listening on ws://[^:]+:(\d+)/", line)
+            if found:
+                port = int(found.group(1))
+        assert port is not None, "Chromium did not open its DevTools port"
+        dom, png = asyncio.run(
+            asyncio.wait_for(_drive(port, url, origin, session_id, screenshot), 90)
+        )
+        if screenshot is not None:
+            screenshot.write_bytes(png)
+        return dom
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+async def _drive(port: int, url: str, origin: str, session_id: str, screenshot: Path | None) -> str:
+    """Set the cookie, open ``url``, wait for its load, read the DOM."""
+    import aiohttp
+
+    async with aiohttp.ClientSession() as http:
+        async with http.get(f"http://127.0.0.1:{port}/json/list") as r:
+            targets = await r.json()
+        page = next(t for t in targets if t["type"] == "page")
+        async with http.ws_connect(page["webSocketDebuggerUrl"], max_msg_size=0) as ws:
+            events: list[dict[str, Any]] = []
+            counter = 0
+
+            async def cmd(method: str, **params: Any) -> dict[str, Any]:
+                nonlocal counter
+                counter += 1
+                await ws.send_json({"id": counter, "method": method, "params": params})
+                while True:
+                    message = await ws.receive_json()
+                    if message.get("id") == counter:
+                        assert "error" not in message, message
+                        result: dict[str, Any] = message.get("result", {})
+                        return result
+                    events.append(message)
+
+            await cmd("Page.enable")
+            await cmd(
+                "Emulation.setDeviceMetricsOverride",
+                width=1280,
+                height=1600,
+                deviceScaleFactor=1,
+                mobile=False,
+            )
+            await cmd(
+                "Network.setCookie",
+                name="minicoder_session",
+                value=session_id,
+                url=origin,
+                httpOnly=True,
+                sameSite="Lax",
+            )
+            events.clear()
+            await cmd("Page.navigate", url=url)
+            while not any(e.get("method") == "Page.loadEventFired" for e in events):
+                events.append(await ws.receive_json())
+            png = b""
+            if screenshot is not None:
+                shot = await cmd("Page.captureScreenshot", format="png")
+                png = base64.b64decode(shot["data"])
+            dom = await cmd(
+                "Runtime.evaluate",
+                expression="document.documentElement.outerHTML",
+                returnByValue=True,
+            )
+            return str(dom["result"]["value"]), png
 
 
 def png_size(path: Path) -> tuple[int, int]:
@@ -113,9 +238,9 @@ def test_usage_page_in_chromium(
     host = start_host()
     tokens = _traffic(host, client)
 
-    # An admin sees everyone. (GET /login?token= sets the session cookie and
-    # redirects to the page: Chromium follows it.)
-    dom = chromium(f"{host.url}/login?token={tokens['root']}", tmp_path / "p1")
+    # An admin sees everyone. (Signed in through the form: the session
+    # cookie goes into the browser; no token in any address.)
+    dom = chromium(f"{host.url}/usage", tmp_path / "p1", token=tokens["root"])
     assert "<h1>AI usage" in dom, dom[:2000]
     latest = dom[dom.index('id="latest"') :]
     rows = re.findall(r"<tr data-interception=\"[^\"]+\">(.*?)</tr>", latest, re.S)
@@ -144,21 +269,18 @@ def test_usage_page_in_chromium(
     assert "3 requests · 4,924 tokens in · 164 tokens out" in dom  # 4,900 + 2 x 12
 
     shot = tmp_path / "usage.png"
-    chromium(f"{host.url}/login?token={tokens['root']}", tmp_path / "p2", screenshot=shot)
+    chromium(f"{host.url}/usage", tmp_path / "p2", screenshot=shot, token=tokens["root"])
     assert png_size(shot) == (1280, 1600)
     assert shot.stat().st_size > 30_000  # a rendered page, not a blank one
 
     # A user sees only their own rows.
-    dom = chromium(f"{host.url}/login?token={tokens['alice']}", tmp_path / "p3")
+    dom = chromium(f"{host.url}/usage", tmp_path / "p3", token=tokens["alice"])
     latest = dom[dom.index('id="latest"') :]
     assert len(re.findall(r"<tr data-interception=", latest)) == 2
     assert "bob" not in dom and "gpt-5-codex" not in dom and "friends" not in dom
 
     # Filtering by model, from the page's own links.
-    dom = chromium(
-        f"{host.url}/login?token={tokens['root']}&next=/usage%3Fmodel%3Dgpt-5-codex",
-        tmp_path / "p4",
-    )
+    dom = chromium(f"{host.url}/usage?model=gpt-5-codex", tmp_path / "p4", token=tokens["root"])
     latest = dom[dom.index('id="latest"') :]
     assert len(re.findall(r"<tr data-interception=", latest)) == 1
 

@@ -43,9 +43,8 @@ def test_connect_page_in_chromium(start_host: Callable[..., RunningHost], tmp_pa
     bridge = host.url + "/api/v2/aibridge"
 
     def page(client: str, profile: str, screenshot: Path | None = None) -> str:
-        target = quote(f"/connect?client={client}", safe="")
-        url = f"{host.url}/login?token={token}&next={target}"
-        return chromium(url, tmp_path / profile, screenshot=screenshot)
+        url = f"{host.url}/connect?client={quote(client)}"
+        return chromium(url, tmp_path / profile, screenshot=screenshot, token=token)
 
     dom = page("claude-code", "p1")
     assert "<h1>Connect your tools</h1>" in dom, dom[:2000]
@@ -83,7 +82,7 @@ def test_connect_page_in_chromium(start_host: Callable[..., RunningHost], tmp_pa
     assert shot.stat().st_size > 30_000  # a rendered page, not a blank one
 
     # The usage page links to it.
-    dom = chromium(f"{host.url}/login?token={token}", tmp_path / "p4")
+    dom = chromium(f"{host.url}/usage", tmp_path / "p4", token=token)
     assert 'href="/connect"' in dom and "Connect your tools" in dom
 
 

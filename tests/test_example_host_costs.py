@@ -514,13 +514,15 @@ def green_pixels(path: Path, rgb: tuple[int, int, int]) -> int:
     return found
 
 
+@pytest.mark.slow  # a real browser
 def test_cost_pages_in_chromium(money: Money, tmp_path: Path) -> None:
     from .test_example_host_browser import chromium
 
     a = money.amounts
     total = sum(a.values(), D(0))
-    login = f"{money.host.url}/login?token={money.admin}"
-    dom = chromium(login, tmp_path / "p1")
+    usage = f"{money.host.url}/usage"
+    admin = money.admin  # signed in through the form, never by address
+    dom = chromium(usage, tmp_path / "p1", token=admin)
     assert f"${total.quantize(D('0.0001'))}" in dom  # the total
     by_user = dom[dom.index('id="by-user"') : dom.index('id="by-model"')]
     assert f"${(a['first'] + a['second'] + a['chat']).quantize(D('0.0001'))}" in by_user
@@ -530,13 +532,13 @@ def test_cost_pages_in_chromium(money: Money, tmp_path: Path) -> None:
 
     # The screenshot shows the cost bars (drawn in the cost colour).
     shot = tmp_path / "usage.png"
-    chromium(login, tmp_path / "p2", screenshot=shot)
+    chromium(usage, tmp_path / "p2", screenshot=shot, token=admin)
     assert green_pixels(shot, (0x2F, 0x9E, 0x5B)) > 50
 
-    dom = chromium(f"{login}&next=/sessions", tmp_path / "p3")
+    dom = chromium(f"{money.host.url}/sessions", tmp_path / "p3", token=admin)
     assert "<h1>Sessions" in dom
     assert len(re.findall(r'<tr data-session="', dom)) == 4
     assert f"${(a['first'] + a['second']).quantize(D('0.0001'))}" in dom
-    dom = chromium(f"{login}&next=/sessions/{SESSION}", tmp_path / "p4")
+    dom = chromium(f"{money.host.url}/sessions/{SESSION}", tmp_path / "p4", token=admin)
     assert dom.count('class="card interception"') == 2
     assert "toolu_1" in dom

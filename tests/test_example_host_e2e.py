@@ -21,6 +21,9 @@ import pytest
 from .test_example_host import ROOT, HostProcess, spawn_host
 from .test_example_host_browser import chromium, png_size
 
+# Real client binaries: deselected by -m 'not slow'.
+pytestmark = pytest.mark.slow
+
 BIN = ROOT / "tests" / "clients" / "node_modules" / ".bin"
 CLAUDE = BIN / "claude"
 CODEX = BIN / "codex"
@@ -170,8 +173,8 @@ def test_claude_code_and_codex_through_the_example_host(
     assert claude["id"] not in [item["id"] for item in r.json()["results"]]
 
     # And on the usage page, in a real browser.
-    login = f"{served.url}/login?token={token}"
-    dom = chromium(login, tmp_path / "profile")
+    page = f"{served.url}/usage"
+    dom = chromium(page, tmp_path / "profile", token=token)
     rows = dict(re.findall(r'<tr data-interception="([^"]+)">(.*?)</tr>', dom, re.S))
     for item, client, prompt in (
         (claude, "Claude Code", CLAUDE_PROMPT),
@@ -181,5 +184,5 @@ def test_claude_code_and_codex_through_the_example_host(
         assert cells[1:5] == ["erin", client, item["model"], prompt]
         assert "completed" in cells[9]
     shot = tmp_path / "usage.png"
-    chromium(login, tmp_path / "profile-shot", screenshot=shot)
+    chromium(page, tmp_path / "profile-shot", screenshot=shot, token=token)
     assert png_size(shot) == (1280, 1600)

@@ -23,7 +23,11 @@ def test_metrics_page_counts_interceptions_and_tokens(
     )
     assert r.status_code == 200
     host.flush()
-    page = client.get(host.url + "/metrics/")
+    # Admins only: usage by user and model is not for everyone.
+    assert client.get(host.url + "/metrics/").status_code == 401
+    assert client.get(host.url + "/metrics/", headers={"x-api-key": token}).status_code == 403
+    admin = host.user("ops", admin=True)
+    page = client.get(host.url + "/metrics/", headers={"authorization": f"Bearer {admin}"})
     assert page.status_code == 200
     text = page.text
     assert (
@@ -35,4 +39,4 @@ def test_metrics_page_counts_interceptions_and_tokens(
         'aibridge_tokens_total{model="claude-sonnet-4-5",provider_name="anthropic",'
         'type="output"} 7.0'
     ) in text
-    assert token not in text
+    assert token not in text and admin not in text

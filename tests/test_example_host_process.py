@@ -17,10 +17,14 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
 from aibridge_asgi.testing import ANTHROPIC_KEY, FakeResponse, FakeUpstream, ServerThread, streams
 
 from .test_example_host import ROOT, HostProcess, host_command, messages, spawn_host
+
+# Spawns host processes: deselected by -m 'not slow'.
+pytestmark = pytest.mark.slow
 
 
 def _spawn(db: Path, upstream: ServerThread, *extra: str) -> HostProcess:

@@ -43,6 +43,7 @@ from aibridge_asgi import (
     Bridge,
     InterceptionEnded,
     InterceptionStarted,
+    Limits,
     create_bridge,
 )
 from aibridge_asgi.sse import SSEEvent, SSEScanner
@@ -317,11 +318,9 @@ def new_bridge(fake: FakeUpstream, recorder: InMemoryRecorder) -> Bridge:
         {"anthropic": ANTHROPIC_KEY, "openai": OPENAI_KEY},
         base_urls={"anthropic": "http://upstream.test", "openai": "http://upstream.test/v1"},
         # A fake that raises (it is not hardened) answers 500, as a server would.
-        transport=httpx.ASGITransport(app=fake, raise_app_exceptions=False),
+        upstream=httpx.ASGITransport(app=fake, raise_app_exceptions=False),
         recorder=recorder,
-        max_body_size=4096,
-        body_timeout=2,
-        keepalive_interval=None,
+        limits=Limits(max_body_size=4096, body_timeout=2, keepalive_interval=None),
     )
 
 
@@ -596,6 +595,7 @@ ATHERIS_TARGETS = ["fuzz_sse.py", "fuzz_request.py"]
 
 
 @pytest.mark.parametrize("target", ATHERIS_TARGETS)
+@pytest.mark.slow
 def test_atheris_time_boxed(target: str, tmp_path: Path) -> None:
     """Run a coverage-guided fuzzer over a target for a few seconds: it must
     end without a crash, a hang (5 s per input) or a leak, and it must have

@@ -34,6 +34,7 @@ from aibridge_asgi import (
     Bridge,
     InterceptionEnded,
     InterceptionStarted,
+    Limits,
     Timeouts,
     create_bridge,
 )
@@ -320,7 +321,7 @@ def test_huge_chunked_body_is_413_without_buffering_past_the_limit(
 
         return app
 
-    running = serve(max_body_size=limit, wrap=counting)
+    running = serve(limits=Limits(max_body_size=limit), wrap=counting)
     rss_before = rss_mib()
     frame_size = 64 * 1024
     frame = b"%x\r\n" % frame_size + b"x" * frame_size + b"\r\n"
@@ -427,10 +428,11 @@ def _complete(answer: bytes) -> bool:
         ("/anthropic/v1/messages/count_tokens", "anthropic"),
     ],
 )
+@pytest.mark.slow
 def test_slow_loris_upload_is_408_and_does_not_starve_others(
     serve: Callable[..., Running], fake: FakeUpstream, path: str, kind: str
 ) -> None:
-    running = serve(body_timeout=0.6)
+    running = serve(limits=Limits(body_timeout=0.6))
     head = (
         f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {HOST_TOKEN}\r\n"
         f"Content-Type: application/json\r\nContent-Length: {len(MESSAGES_RAW)}\r\n\r\n"
@@ -474,7 +476,7 @@ def test_slow_loris_upload_is_408_and_does_not_starve_others(
 def test_slow_but_steady_upload_within_the_timeout_succeeds(
     serve: Callable[..., Running], fake: FakeUpstream
 ) -> None:
-    running = serve(body_timeout=3)
+    running = serve(limits=Limits(body_timeout=3))
     head = http_request(b"/anthropic/v1/messages", [bearer(HOST_TOKEN)], MESSAGES_RAW)
     head, _, _ = head.partition(b"\r\n\r\n")
     answers: list[bytes] = []

@@ -27,7 +27,7 @@ import httpx
 import pytest
 from starlette.types import Receive, Scope, Send
 
-from aibridge_asgi import InterceptionEnded, Timeouts, TokenUsage
+from aibridge_asgi import InterceptionEnded, Limits, Timeouts, TokenUsage
 from aibridge_asgi.testing import (
     ANTHROPIC_KEY,
     OPENAI_KEY,
@@ -646,7 +646,7 @@ def test_headers_then_nothing(
     sse = raw_upstream(headers_then_nothing(b"text/event-stream"))
     running = start_bridge(
         upstream=seam(Timeouts(read=0.6)),
-        keepalive_interval=0.1,
+        limits=Limits(keepalive_interval=0.1),
         base_urls={"anthropic": sse.url, "openai": sse.url + "/v1"},
     )
     began = time.monotonic()

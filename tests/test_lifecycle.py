@@ -18,6 +18,7 @@ from aibridge_asgi import (
     Actor,
     InterceptionEnded,
     InterceptionStarted,
+    Limits,
     ProviderConfig,
     Timeouts,
     TokenUsage,
@@ -79,7 +80,7 @@ class Case:
 def test_started_and_ended_pair_up_whatever_the_outcome(
     start_bridge: Callable[..., Running], client: httpx.Client, fake: FakeUpstream
 ) -> None:
-    running = start_bridge(max_body_size=1024, timeouts=Timeouts(read=0.3))
+    running = start_bridge(limits=Limits(max_body_size=1024), timeouts=Timeouts(read=0.3))
     dead_base = f"http://127.0.0.1:{closed_port()}"
     unreachable = start_bridge(base_urls={"anthropic": dead_base, "openai": dead_base + "/v1"})
     url = running.url

@@ -177,11 +177,21 @@ def stream_in_thread(
     return thread
 
 
-def wait_for_upstream(fake: FakeUpstream) -> None:
-    deadline = time.monotonic() + 5
-    while not fake.requests:
-        assert time.monotonic() < deadline, "the request never reached upstream"
-        time.sleep(0.01)
+def enqueue_signalled(fake: FakeUpstream, answer: FakeResponse) -> threading.Event:
+    """Script ``answer``; the event is set when the upstream got the request
+    (no polling: the fake calls back)."""
+    reached = threading.Event()
+
+    def respond(request: object) -> FakeResponse:
+        reached.set()
+        return answer
+
+    fake.enqueue(respond)
+    return reached
+
+
+def wait_for_upstream(reached: threading.Event) -> None:
+    assert reached.wait(5), "the request never reached upstream"
 
 
 @pytest.mark.parametrize("how", ["aclose", "async with"])
@@ -193,10 +203,10 @@ def test_shutdown_waits_for_the_in_flight_call_and_flushes_records(
 ) -> None:
     recorder = InMemoryRecorder(delay=0.05)  # records still pending at shutdown
     running = start_bridge(mount=starlette_host, prefix=PREFIX, recorder=recorder)
-    fake.enqueue(slow_stream())
+    reached = enqueue_signalled(fake, slow_stream())
     results: list[httpx.Response | Exception] = []
     thread = stream_in_thread(client, running.url + "/anthropic/v1/messages", results)
-    wait_for_upstream(fake)
+    wait_for_upstream(reached)
 
     async def use_and_leave() -> None:
         async with running.bridge:
@@ -231,10 +241,10 @@ def test_aclose_grace_period_cancels_calls_still_running(
 ) -> None:
     """Past the grace period the call is cancelled, and still ends with records."""
     running = start_bridge()
-    fake.enqueue(slow_stream())
+    reached = enqueue_signalled(fake, slow_stream())
     results: list[httpx.Response | Exception] = []
     thread = stream_in_thread(client, running.url + "/anthropic/v1/messages", results)
-    wait_for_upstream(fake)
+    wait_for_upstream(reached)
     began = time.monotonic()
     running.server.call(running.bridge.aclose(grace_period=0.2))
     assert time.monotonic() - began < 0.8

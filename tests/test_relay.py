@@ -19,6 +19,7 @@ from aibridge_asgi import (
     Cost,
     InterceptionEnded,
     InterceptionStarted,
+    Limits,
     ModelThought,
     PromptUsage,
     Record,
@@ -603,7 +604,7 @@ def test_chat_include_usage_added_keeps_the_client_bytes(
 def test_keepalive_comments_fill_silences_between_events(
     start_bridge: Callable[..., Running], client: httpx.Client, fake: FakeUpstream
 ) -> None:
-    running = start_bridge(keepalive_interval=0.2)
+    running = start_bridge(limits=Limits(keepalive_interval=0.2))
     events = ANTHROPIC.events(text="slow", usage=CACHED)
     chunks = [b"".join(events[:2]), b"".join(events[2:5]), b"".join(events[5:])]
     fake.enqueue(FakeResponse.sse(chunks, chunk_delay=0.7), path=ANTHROPIC.upstream_path)
@@ -628,7 +629,7 @@ def test_keepalive_comments_fill_silences_between_events(
 def test_no_keepalive_when_turned_off(
     start_bridge: Callable[..., Running], client: httpx.Client, fake: FakeUpstream
 ) -> None:
-    running = start_bridge(keepalive_interval=None)
+    running = start_bridge(limits=Limits(keepalive_interval=None))
     events = ANTHROPIC.events(text="slow")
     chunks = [b"".join(events[:2]), b"".join(events[2:])]
     fake.enqueue(FakeResponse.sse(chunks, chunk_delay=0.3), path=ANTHROPIC.upstream_path)

@@ -36,6 +36,7 @@ from aibridge_asgi import (
     Actor,
     CircuitBreakerConfig,
     InterceptionStarted,
+    Limits,
     Record,
     Timeouts,
     TokenUsage,
@@ -239,8 +240,7 @@ def test_no_secret_anywhere_in_a_full_scenario(
         options: dict[str, Any] = {
             "recorder": recorder,
             "hooks": hooks,
-            "max_body_size": 64 * 1024,
-            "body_timeout": 0.5,
+            "limits": Limits(max_body_size=64 * 1024, body_timeout=0.5),
             "circuit_breaker": CircuitBreakerConfig(failure_threshold=2, open_seconds=30),
         }
         bridge = create_bridge(

@@ -37,6 +37,7 @@ from aibridge_asgi import (
     Bridge,
     InterceptionEnded,
     InterceptionStarted,
+    Limits,
     Record,
     TokenUsage,
 )
@@ -44,6 +45,9 @@ from aibridge_asgi.testing import InMemoryRecorder, ServerThread, streams
 
 from .conftest import HOST_TOKEN, Running
 from .test_hardening_input import rss_mib
+
+# Minutes of load: deselected by -m 'not slow'.
+pytestmark = pytest.mark.slow
 
 USAGE = streams.Usage(input_tokens=11, output_tokens=5)
 STREAM_EVENTS = streams.anthropic_events("soak test answer", usage=USAGE, pieces=4)
@@ -331,7 +335,7 @@ def bridge_for(
 ) -> Running:
     return start_bridge(
         base_urls={"anthropic": server.url, "openai": server.url + "/v1"},
-        keepalive_interval=None,
+        limits=Limits(keepalive_interval=None),
         **options,
     )
 

@@ -158,7 +158,13 @@ def _openai_error(status: int, code: str, message: str) -> FakeResponse:
 @dataclass
 class FakeUpstream:
     """The fake provider. ``reply`` is the text of default answers; the keys
-    are what it accepts (a wrong or missing key gets the provider's 401)."""
+    are what it accepts (a wrong or missing key gets the provider's 401).
+
+    ``requests`` keeps every request received, for tests to look at; a
+    long-running fake (a demo host) sets ``max_kept`` to keep only the
+    latest few (and as many ``abandoned`` paths), and ``max_body_size`` to
+    answer 413 to larger bodies without reading past the limit.
+    """
 
     reply: str = "Hello from the fake upstream."
     anthropic_key: str = ANTHROPIC_KEY
@@ -174,6 +180,8 @@ class FakeUpstream:
     websocket_status: int | None = None
     #: Tokens a warm-up (``"generate": false``) reports (none by default).
     warmup_usage: Usage = field(default_factory=lambda: Usage(0, 0))
+    max_kept: int | None = None
+    max_body_size: int | None = None
     _script: deque[_Script] = field(default_factory=deque)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -211,12 +219,27 @@ class FakeUpstream:
             return
         if scope["type"] != "http":
             return
-        body = b""
+        chunks: list[bytes] = []
+        size = 0
         more = True
         while more:
             message = await receive()
-            body += message.get("body", b"")
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if self.max_body_size is not None and size > self.max_body_size:
+                error = _anthropic_error(413, "request_too_large", "request body is too large")
+                await send(
+                    {
+                        "type": "http.response.start",
+                        "status": 413,
+                        "headers": [(b"content-type", b"application/json")],
+                    }
+                )
+                await send({"type": "http.response.body", "body": error.chunks[0]})
+                return
+            chunks.append(chunk)
             more = message.get("more_body", False)
+        body = b"".join(chunks)
         path: str = scope["path"]
         root_path: str = scope.get("root_path", "")
         if root_path and path.startswith(root_path):  # mounted: see the path below the mount
@@ -231,6 +254,8 @@ class FakeUpstream:
             body=body,
         )
         self.requests.append(request)
+        if self.max_kept is not None and len(self.requests) > 2 * self.max_kept:
+            del self.requests[: -self.max_kept]  # amortised: trim by half at a time
         answer = self._scripted(request) or self._default(request)
         await self._send(answer, request, receive, send)
 
@@ -268,6 +293,8 @@ class FakeUpstream:
                         await gone.wait()
                 if gone.is_set():
                     self.abandoned.append(request.path)
+                    if self.max_kept is not None and len(self.abandoned) > 2 * self.max_kept:
+                        del self.abandoned[: -self.max_kept]
                 elif not answer.cut:
                     await send({"type": "http.response.body", "body": b""})
                     completed = True

@@ -7,10 +7,12 @@ the bridge in a server of your own (docs/embedding.md walks through it):
 * :mod:`.auth`: the bridge's token resolver; the same check for the host's routes.
 * :mod:`.recorder`: the bridge's recorder, writing batches from a worker thread.
 * :mod:`.queries`: reading records back (filters, cursor pages, usage totals).
-* :mod:`.api`: ``GET /api/v2/aibridge/interceptions``, Coder's management API.
+* :mod:`.api`: ``GET /api/v2/aibridge/interceptions``, Coder's management API,
+  and revoking a token.
 * :mod:`.pages`, :mod:`.charts`, ``templates/``: the usage page and sign-in.
+* :mod:`.web`: the checks every form post goes through (origin, capped body).
 * :mod:`.app`: :func:`build_app`, where the bridge is created and mounted.
-* :mod:`.cli`: ``serve`` and ``create-user``.
+* :mod:`.cli`: ``serve``, ``create-user`` and ``revoke-token``.
 """
 
 from .app import Host, Settings, build_app

@@ -35,7 +35,18 @@ was spent, as JSON or (``&format=csv``) CSV. See docs/embedding.md.
 
 Authentication: the same tokens as the bridge (``Authorization: Bearer``,
 ``X-Api-Key`` or ``Coder-Session-Token``), or the usage page's session
-cookie.
+cookie. A non-admin naming anyone but themselves gets the same 403 whether
+that user exists or not.
+
+Prompts, thoughts and tool inputs longer than 4,096 characters are cut (in
+SQL: a page never loads whole prompts); the item then has
+``prompt_truncated: true`` and ``prompt_length`` (``content_*`` for
+thoughts, ``input_*`` for tool inputs, whose cut input stays a string).
+
+``DELETE /api/v2/users/{user}/keys/{key_id}`` revokes a token at once
+(``key_id`` is the part of the token before its first ``-``; ``user`` is
+``me``, an id or a username). Users revoke their own, admins anyone's;
+token only, not the browser session (204, 403, or 404 if no such key).
 """
 
 from __future__ import annotations
@@ -68,6 +79,10 @@ DEFAULT_LIMIT = 100
 MAX_LIMIT = 1000
 FILTERS = ("initiator", "provider", "model", "client", "started_after", "started_before")
 PARAMETERS = frozenset((*FILTERS, "limit", "cursor"))
+
+
+#: The one answer to a request for someone else's data.
+FORBIDDEN = "only admins may see or change other users' data"
 
 
 class BadRequest(Exception):
@@ -109,11 +124,16 @@ def parse_filters(db: Database, user: User, query: dict[str, str]) -> Filters:
     initiator_id: str | None = None if user.is_admin else user.id
     ref = query.get("initiator")
     if ref:
-        initiator = user if ref == "me" else db.user(ref)
+        if not user.is_admin:
+            # Not an admin: only oneself, and the same 403 for any other
+            # name, existing or not (no probing for user names).
+            if ref not in ("me", user.id, user.username):
+                raise BadRequest(FORBIDDEN, 403)
+            initiator: User | None = user
+        else:
+            initiator = user if ref == "me" else db.user(ref)
         if initiator is None:
             raise BadRequest(f"no user {ref!r}")
-        if initiator.id != user.id and not user.is_admin:
-            raise BadRequest("only admins may list other users' interceptions", 403)
         initiator_id = initiator.id
     after = _time("started_after", query["started_after"]) if "started_after" in query else None
     before = _time("started_before", query["started_before"]) if "started_before" in query else None
@@ -316,6 +336,41 @@ async def spend_report(request: Request) -> Response:
     )
 
 
+def _revoke(db: Database, user: User, ref: str, key_id: str) -> bool:
+    """Revoke ``key_id`` of user ``ref`` (``me``, an id or a username)."""
+    if ref in ("me", user.id, user.username):
+        owner: User | None = user
+    elif not user.is_admin:
+        raise BadRequest(FORBIDDEN, 403)
+    else:
+        owner = db.user(ref)
+    if owner is None:
+        return False
+    return db.revoke_token(key_id, owner.id)
+
+
+async def revoke_key(request: Request) -> Response:
+    """``DELETE /api/v2/users/{user}/keys/{key_id}``: end a token at once
+    (``key_id`` is the part of the token before its first ``-``). Users
+    revoke their own; admins anyone's. 204, or 404 if there is no such key."""
+    user = await current_user(request, cookie=False)
+    if user is None:
+        return error(401, "You must be authenticated")
+    try:
+        done = await anyio.to_thread.run_sync(
+            _revoke,
+            request.app.state.db,
+            user,
+            request.path_params["user"],
+            request.path_params["key_id"],
+        )
+    except BadRequest as exc:
+        return error(exc.status, str(exc))
+    if not done:
+        return error(404, "no such key")
+    return Response(status_code=204)
+
+
 #: Routes to put BEFORE the bridge's ``Mount("/api/v2/aibridge", ...)``:
 #: Starlette takes the first route that matches, and the mount matches every
 #: path under its prefix.
@@ -325,4 +380,5 @@ routes = [
     Route("/api/v2/aibridge/sessions/{session_id}", session, methods=["GET"]),
     Route("/api/v2/aibridge/spend", spend_report, methods=["GET"]),
     Route("/api/v2/users/me", me, methods=["GET"]),
+    Route("/api/v2/users/{user}/keys/{key_id}", revoke_key, methods=["DELETE"]),
 ]

@@ -30,11 +30,12 @@ from starlette.routing import BaseRoute, Mount
 from starlette.types import ASGIApp
 
 from aibridge_asgi import Bridge, BridgeHooks, create_bridge
+from aibridge_asgi.limits import DEFAULT_MAX_BODY_SIZE
 from aibridge_asgi.testing import ANTHROPIC_KEY, GOOGLE_KEY, OPENAI_KEY, FakeUpstream
 
 from . import api, pages, session_pages
 from . import policy as host_policy
-from .auth import make_resolver
+from .auth import admin_only, make_resolver
 from .db import Database
 from .recorder import SQLiteRecorder
 
@@ -43,6 +44,8 @@ logger = logging.getLogger("minicoder")
 BRIDGE_PREFIX = "/api/v2/aibridge"
 FAKE_PREFIX = "/_fake_upstream"
 DEFAULT_DB = "aibridge-host.db"
+#: Requests the offline fake upstream remembers (for tests that script it).
+FAKE_KEPT_REQUESTS = 20
 
 
 @dataclass(frozen=True)
@@ -197,7 +200,9 @@ def build_app(settings: Settings) -> Starlette:
     if settings.offline:
         # The library's fake provider, served by this very app (see the
         # routes below); the bridge calls it over loopback like a real one.
-        fake = FakeUpstream()
+        # It keeps the latest requests only (a demo host runs for days), and
+        # reads no more of a body than the bridge would send.
+        fake = FakeUpstream(max_kept=FAKE_KEPT_REQUESTS, max_body_size=DEFAULT_MAX_BODY_SIZE)
         fake_url = settings.url + FAKE_PREFIX
         keys = {"anthropic": ANTHROPIC_KEY, "openai": OPENAI_KEY, "gemini": GOOGLE_KEY}
         base_urls = {"anthropic": fake_url, "openai": fake_url + "/v1", "gemini": fake_url}
@@ -263,7 +268,8 @@ def build_app(settings: Settings) -> Starlette:
     routes: list[BaseRoute] = [*pages.routes, *session_pages.routes, *api.routes]
     routes += host_policy.routes  # the policy's admin API
     if metrics_app is not None:
-        routes.append(Mount("/metrics", app=metrics_app))
+        # Usage by model and user is not for everyone: admins only.
+        routes.append(Mount("/metrics", app=admin_only(metrics_app)))
     if fake is not None:
         routes.append(Mount(FAKE_PREFIX, app=fake))
     routes.append(Mount(BRIDGE_PREFIX, app=bridge))

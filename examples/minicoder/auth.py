@@ -14,6 +14,8 @@ from collections.abc import Callable
 
 import anyio.to_thread
 from starlette.requests import Request
+from starlette.responses import PlainTextResponse
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from aibridge_asgi import Actor
 
@@ -66,3 +68,27 @@ async def current_user(request: Request, *, cookie: bool = True) -> User | None:
     if cookie and session_id:
         return await anyio.to_thread.run_sync(db.session_user, session_id)
     return None
+
+
+def admin_only(app: ASGIApp) -> ASGIApp:
+    """``app`` for admins only: an admin's token (``Authorization: Bearer``,
+    as Prometheus sends it with ``authorization: {credentials: ...}``) or an
+    admin's browser session; 401 without credentials, 403 for others."""
+
+    async def guarded(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await app(scope, receive, send)
+            return
+        user = await current_user(Request(scope))
+        if user is None:
+            answer = PlainTextResponse(
+                "sign in as an admin", status_code=401, headers={"www-authenticate": "Bearer"}
+            )
+        elif not user.is_admin:
+            answer = PlainTextResponse("Forbidden", status_code=403)
+        else:
+            await app(scope, receive, send)
+            return
+        await answer(scope, receive, send)
+
+    return guarded

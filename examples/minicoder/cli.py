@@ -2,15 +2,21 @@
 
     python examples/host.py serve [--host 127.0.0.1] [--port 8080] [--db FILE]
                                   [--workers N] [--redis URL] [--rpm N]
-    python examples/host.py create-user NAME [--admin] [--db FILE]
+    python examples/host.py create-user NAME [--admin] [--days N] [--db FILE]
+    python examples/host.py revoke-token KEY_ID [--db FILE]
 
 ``--db`` defaults to ``$AIBRIDGE_HOST_DB``, else ``aibridge-host.db`` in the
 current directory. ``create-user`` prints the new token alone on stdout
-(creating the user if needed; ``--admin`` makes them an admin).
+(creating the user if needed; ``--admin`` makes them an admin); it expires
+after ``--days`` (default 30; 0: never). ``revoke-token`` ends a token at
+once: give the token or its key id (the part before the first ``-``).
 ``--port 0`` picks a free port; the banner says which. ``--workers N``
 runs N processes on the one socket; give them ``--redis URL`` so that
 budgets and rate limits (``--rpm``, requests per minute per user) hold
 across all of them (one worker keeps that state in memory).
+
+The demo token ``serve`` prints replaces the one of the previous start, and
+expires after a day.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ import logging
 import os
 import socket
 import sys
+from datetime import timedelta
 from pathlib import Path
 
 from .app import BRIDGE_PREFIX, DEFAULT_DB, Settings, build_app
@@ -31,6 +38,8 @@ from .db import Database
 #: How ``serve --workers N`` hands the settings to its worker processes.
 SETTINGS_ENV = "MINICODER_SETTINGS"
 
+DEMO_TOKEN_NAME = "printed at startup"
+DEMO_TOKEN_LIFETIME = timedelta(days=1)
 BAR = "=" * 78
 LOUD = "!" * 78
 
@@ -70,7 +79,7 @@ OpenAI base URL:    {base}/openai/v1
 Gemini base URL:    {base}/gemini
 Database:           {Path(settings.db_path).resolve()}
 Demo token:         {token}
-                    (user 'demo', admin; a new token at every start)
+                    (user 'demo', admin; replaced at every start, valid for a day)
 
 Claude Code:
   ANTHROPIC_BASE_URL={base}/anthropic ANTHROPIC_AUTH_TOKEN={token} claude
@@ -79,13 +88,19 @@ Codex:
   AIBRIDGE_TOKEN={token} codex -c model_provider=aibridge \\
     -c '{codex_provider}'
 
-Usage page: {public_url}/usage  (sign in with a token; or open
-            {public_url}/login?token={token} )
+Usage page: {public_url}/usage  (sign in there by pasting the token)
 Management API:
   curl -H 'Authorization: Bearer {token}' {base}/interceptions
 More users:
   python examples/host.py create-user NAME [--admin] --db {settings.db_path}
 {BAR}"""
+
+
+def demo_token(db: Database) -> str:
+    """A new token for the admin user ``demo``; the previous start's demo
+    token stops working (one demo token at a time), and it expires."""
+    demo = db.create_user("demo", admin=True)
+    return db.new_token(demo.id, DEMO_TOKEN_NAME, DEMO_TOKEN_LIFETIME, replace=True)
 
 
 def _listen(host: str, port: int) -> tuple[socket.socket, str]:
@@ -125,8 +140,7 @@ def serve(args: argparse.Namespace) -> int:
         return _serve_workers(args, sock, settings)
     app = build_app(settings)
     host = app.state.host
-    demo = host.db.create_user("demo", admin=True)
-    token = host.db.new_token(demo.id, "printed at startup")
+    token = demo_token(host.db)
     print(banner(settings, host.providers, token, url), flush=True)
     if settings.offline:
         logging.getLogger("minicoder").warning(
@@ -154,8 +168,7 @@ def _serve_workers(args: argparse.Namespace, sock: socket.socket, settings: Sett
     from uvicorn.supervisors import Multiprocess
 
     db = Database(settings.db_path)
-    demo = db.create_user("demo", admin=True)
-    token = db.new_token(demo.id, "printed at startup")
+    token = demo_token(db)
     providers = (
         ["anthropic", "openai"]
         if settings.offline
@@ -182,10 +195,20 @@ def _serve_workers(args: argparse.Namespace, sock: socket.socket, settings: Sett
 def create_user(args: argparse.Namespace) -> int:
     db = Database(args.db)
     user = db.create_user(args.name, admin=args.admin)
-    print(db.new_token(user.id, "create-user"))
+    lifetime = timedelta(days=args.days) if args.days > 0 else None
+    print(db.new_token(user.id, "create-user", lifetime))
     role = "admin" if user.is_admin else "user"
     print(f"token for {role} {user.username!r} (id {user.id}) in {args.db}", file=sys.stderr)
     return 0
+
+
+def revoke_token(args: argparse.Namespace) -> int:
+    db = Database(args.db)
+    if db.revoke_token(args.key_id):
+        print(f"revoked token {args.key_id.partition('-')[0]}", file=sys.stderr)
+        return 0
+    print(f"no token {args.key_id.partition('-')[0]!r} in {args.db}", file=sys.stderr)
+    return 1
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -223,6 +246,13 @@ def main(argv: list[str] | None = None) -> int:
     create.add_argument("name")
     create.add_argument("--admin", action="store_true", help="the user may see everyone's usage")
     create.add_argument("--db", default=default_db, help=f"SQLite file (default {default_db})")
+    create.add_argument(
+        "--days", type=float, default=30, help="days the token is valid (default 30; 0: never)"
+    )
     create.set_defaults(handler=create_user)
+    revoke = sub.add_parser("revoke-token", help="end a token at once")
+    revoke.add_argument("key_id", help="the token, or its key id (before the first '-')")
+    revoke.add_argument("--db", default=default_db, help=f"SQLite file (default {default_db})")
+    revoke.set_defaults(handler=revoke_token)
     args = parser.parse_args(argv)
     return int(args.handler(args))

@@ -163,6 +163,9 @@ CHILD_TABLES = (
 )
 
 SESSION_LIFETIME = timedelta(days=7)
+#: How long a new API token is valid unless told otherwise. An expired token
+#: is refused like a wrong one; ``revoke_token`` ends one at once.
+TOKEN_LIFETIME = timedelta(days=30)
 
 #: ``InterceptionEnded`` never came for these (the host died first); set on
 #: the next start so they do not look in flight forever.
@@ -262,17 +265,49 @@ class Database:
             ).fetchone()
         return User(row["id"], row["username"], bool(row["is_admin"])) if row else None
 
-    def new_token(self, user_id: str, name: str = "") -> str:
-        """Make a new API token for the user; the only time it is seen in clear."""
+    def new_token(
+        self,
+        user_id: str,
+        name: str = "",
+        lifetime: timedelta | None = TOKEN_LIFETIME,
+        *,
+        replace: bool = False,
+    ) -> str:
+        """Make a new API token for the user; the only time it is seen in
+        clear. It expires after ``lifetime`` (``None``: never). ``replace``
+        first revokes the user's tokens of the same ``name`` (the demo token
+        printed at every start replaces the previous one)."""
         key_id = secrets.token_hex(5)
         secret = secrets.token_urlsafe(24)
+        created = datetime.now(UTC)
+        expires = None if lifetime is None else timestamp(created + lifetime)
         with self.connect() as conn:
+            conn.execute("BEGIN IMMEDIATE")
+            if replace:
+                conn.execute(
+                    "DELETE FROM api_keys WHERE user_id = ? AND token_name = ?", (user_id, name)
+                )
             conn.execute(
-                "INSERT INTO api_keys (id, hashed_secret, user_id, token_name, created_at)"
-                " VALUES (?, ?, ?, ?, ?)",
-                (key_id, _digest(secret), user_id, name, now()),
+                "INSERT INTO api_keys"
+                " (id, hashed_secret, user_id, token_name, created_at, expires_at)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                (key_id, _digest(secret), user_id, name, timestamp(created), expires),
             )
+            conn.execute("COMMIT")
         return f"{key_id}-{secret}"
+
+    def revoke_token(self, key_id: str, user_id: str | None = None) -> bool:
+        """End the token whose key id (the part before the first ``-``) is
+        ``key_id`` (only if it is ``user_id``'s, when given); True if one was."""
+        key_id = key_id.partition("-")[0]
+        with self.connect() as conn:
+            if user_id is None:
+                cursor = conn.execute("DELETE FROM api_keys WHERE id = ?", (key_id,))
+            else:
+                cursor = conn.execute(
+                    "DELETE FROM api_keys WHERE id = ? AND user_id = ?", (key_id, user_id)
+                )
+            return cursor.rowcount > 0
 
     def token_owner(self, token: str) -> TokenOwner | None:
         """Who ``token`` belongs to, or None if it is not a valid token."""
@@ -283,8 +318,9 @@ class Database:
             row = conn.execute(
                 "SELECT api_keys.hashed_secret, users.id, users.username, users.is_admin"
                 " FROM api_keys JOIN users ON users.id = api_keys.user_id"
-                " WHERE api_keys.id = ?",
-                (key_id,),
+                " WHERE api_keys.id = ? AND (api_keys.expires_at IS NULL"
+                " OR api_keys.expires_at > ?)",
+                (key_id, now()),
             ).fetchone()
         if row is None or not hmac.compare_digest(row["hashed_secret"], _digest(secret)):
             return None
@@ -366,6 +402,13 @@ class Database:
         return len(ids)
 
 
+def _add_column(conn: sqlite3.Connection, table: str, column: str, kind: str) -> None:
+    """Add ``column`` to ``table`` unless it is there (older files lack it)."""
+    columns = {row["name"] for row in conn.execute(f"PRAGMA table_info({table})")}
+    if column not in columns:
+        conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
+
+
 def _migrate(conn: sqlite3.Connection, path: str) -> None:
     conn.execute("BEGIN IMMEDIATE")  # one process migrates at a time
     try:
@@ -388,6 +431,7 @@ def _migrate(conn: sqlite3.Connection, path: str) -> None:
             raise RuntimeError(
                 f"{path} has schema version {version}; this host knows up to {SCHEMA_VERSION}"
             )
+        _add_column(conn, "api_keys", "expires_at", "TEXT")  # tokens expire (NULL: never)
         conn.execute("COMMIT")
     except BaseException:
         conn.execute("ROLLBACK")

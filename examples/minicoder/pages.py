@@ -11,13 +11,11 @@ the new token is shown once, filled into the snippet).
 
 Signing in takes a host token once and exchanges it for a browser session:
 a random id in an ``HttpOnly``, ``SameSite=Lax`` cookie, stored hashed in
-``web_sessions``. The token itself never goes into the cookie. Two ways in:
-
-* the form at ``/login`` (``POST``), for people;
-* ``GET /login?token=...``, for links and headless browsers: it redirects at
-  once to the page, so the token leaves the address bar (and is sent with
-  ``Referrer-Policy: no-referrer``). Prefer the form: an address can end up
-  in a shell history or a proxy log.
+``web_sessions``. The token itself never goes into the cookie, nor into any
+address: the form at ``/login`` is the only way in, by ``POST``, from this
+site only (a cross-site sign-in would sign the victim in as the attacker).
+Every form post is checked the same way (:mod:`minicoder.web`): session
+first, then origin, then a capped body.
 """
 
 from __future__ import annotations
@@ -30,7 +28,7 @@ from html import escape
 from pathlib import Path
 from string import Template
 from typing import Any
-from urllib.parse import parse_qs, urlencode
+from urllib.parse import urlencode
 
 import anyio.to_thread
 from starlette.requests import Request
@@ -45,6 +43,7 @@ from . import policy as host_policy
 from .auth import SESSION_COOKIE, current_user
 from .db import SESSION_LIFETIME, Database, User, parse_timestamp, timestamp
 from .queries import Filters, Usage, list_interceptions, usage
+from .web import TooLarge, forbidden, read_form, same_origin, too_large
 
 TEMPLATES = Path(__file__).with_name("templates")
 HEADERS = {
@@ -119,17 +118,25 @@ async def _sign_in(request: Request, token: str, next_url: str) -> Response:
 
 async def login(request: Request) -> Response:
     if request.method == "POST":
-        body = await request.body()
-        form = parse_qs(body[:8192].decode("utf-8", "replace"))
-        token = form.get("token", [""])[0].strip()
-        return await _sign_in(request, token, _safe_next(form.get("next", [""])[0]))
+        if not same_origin(request):
+            return forbidden(HEADERS)
+        try:
+            form = await read_form(request)
+        except TooLarge:
+            return too_large(HEADERS)
+        token = form.get("token", "").strip()
+        return await _sign_in(request, token, _safe_next(form.get("next")))
     next_url = _safe_next(request.query_params.get("next"))
     if "token" in request.query_params:
-        return await _sign_in(request, request.query_params["token"].strip(), next_url)
+        # Never a sign-in by address: it lands in logs and histories, and a
+        # GET cannot be checked for a cross-site origin.
+        return _login_page(next_url, "Paste the token in the form below.", status=400)
     return _login_page(next_url)
 
 
 async def logout(request: Request) -> Response:
+    if not same_origin(request):
+        return forbidden(HEADERS)
     session_id = request.cookies.get(SESSION_COOKIE)
     if session_id:
         await anyio.to_thread.run_sync(request.app.state.db.end_session, session_id)
@@ -284,7 +291,7 @@ def _usage_data(db: Database, viewer: User, params: dict[str, str]) -> dict[str,
             "total": total[0] if total else Usage("", 0, 0, 0),
             "by_user": usage(conn, in_range, bucket, "user"),
             "by_model": usage(conn, in_range, bucket, "model"),
-            "latest": list_interceptions(conn, scope, limit=LATEST).results,
+            "latest": list_interceptions(conn, scope, limit=LATEST, text_limit=500).results,
         }
 
 
@@ -473,12 +480,6 @@ def _verification(client: Client, setup: Setup) -> str:
     return f"From the client's documentation; not run by the bridge's test suite{reason}."
 
 
-def _same_origin(request: Request) -> bool:
-    """A form post from this site: no Origin header (not a browser), or ours."""
-    origin = request.headers.get("origin")
-    return origin is None or origin == f"{request.url.scheme}://{request.url.netloc}"
-
-
 def _connect_content(
     request: Request, client: Client, chosen: Setup | None, token: str | None
 ) -> str:
@@ -537,8 +538,14 @@ def _connect_content(
 async def connect_page(request: Request) -> Response:
     viewer = await current_user(request)
     if request.method == "POST":
-        body = await request.body()
-        form = {k: v[0] for k, v in parse_qs(body[:8192].decode("utf-8", "replace")).items()}
+        # Session, then origin, then a capped body: nothing is read for a
+        # stranger or a cross-site post.
+        if viewer is None or not same_origin(request):
+            return forbidden(HEADERS)
+        try:
+            form = await read_form(request)
+        except TooLarge:
+            return too_large(HEADERS)
     else:
         form = dict(request.query_params)
     if viewer is None:
@@ -550,13 +557,10 @@ async def connect_page(request: Request) -> Response:
         client = find_client(DEFAULT_CLIENT)
     chosen = _setup(client, form.get("api"), form.get("protocol"))
     token = None
-    if request.method == "POST":
-        if not _same_origin(request):
-            return render("Connect your tools", '<p class="error">Refused.</p>', viewer, 403)
-        if client.supported:
-            token = await anyio.to_thread.run_sync(
-                request.app.state.db.new_token, viewer.id, f"connect: {client.name}"
-            )
+    if request.method == "POST" and client.supported:
+        token = await anyio.to_thread.run_sync(
+            request.app.state.db.new_token, viewer.id, f"connect: {client.name}"
+        )
     content = _connect_content(request, client, chosen, token)
     return render("Connect your tools", content, viewer)
 

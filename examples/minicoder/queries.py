@@ -106,11 +106,32 @@ def _loads(text: str | None) -> Any:
     return json.loads(text) if text else {}
 
 
+#: Characters of a prompt, thought or tool input a list shows: a page of
+#: 1000 interceptions must not load 1000 whole 30 MB prompts.
+LIST_TEXT_LIMIT = 4096
+
+#: The long text column of each child table.
+_LONG_TEXT = {
+    "aibridge_user_prompts": "prompt",
+    "aibridge_tool_usages": "input",
+    "aibridge_model_thoughts": "content",
+    "aibridge_tool_results": "content",
+}
+
+
 def list_interceptions(
-    conn: sqlite3.Connection, filters: Filters, *, limit: int, cursor: str | None = None
+    conn: sqlite3.Connection,
+    filters: Filters,
+    *,
+    limit: int,
+    cursor: str | None = None,
+    text_limit: int = LIST_TEXT_LIMIT,
 ) -> Page:
     """One page of interceptions, newest first, each with its token usages,
-    prompts, tool usages and thoughts nested."""
+    prompts, tool usages and thoughts nested. Prompts, thoughts and tool
+    inputs longer than ``text_limit`` characters are cut there in SQL (the
+    rest is never read): the item then has ``<column>_truncated: true`` and
+    ``<column>_length``, and a cut tool input stays a string."""
     where, params = filters.where()
     count = conn.execute(
         f"SELECT COUNT(*) FROM aibridge_interceptions AS i WHERE {where}", params
@@ -127,14 +148,28 @@ def list_interceptions(
     ).fetchall()
     more = len(rows) > limit
     rows = rows[:limit]
-    children = _children(conn, [row["id"] for row in rows])
+    children = _children(conn, [row["id"] for row in rows], text_limit)
     results = [_interception(row, children[row["id"]]) for row in rows]
     next_cursor = encode_cursor(rows[-1]["started_at"], rows[-1]["id"]) if more else None
     return Page(count, results, next_cursor)
 
 
+def _columns(conn: sqlite3.Connection, table: str, text_limit: int) -> str:
+    """The select list of ``table`` with its long text column cut short."""
+    long = _LONG_TEXT.get(table)
+    names = [row[1] for row in conn.execute(f"PRAGMA table_info({table})")]
+    parts = []
+    for name in names:
+        if name == long:
+            parts.append(f"substr({name}, 1, {int(text_limit)}) AS {name}")
+            parts.append(f"length({name}) AS {name}_length")
+        else:
+            parts.append(name)
+    return ", ".join(parts)
+
+
 def _children(
-    conn: sqlite3.Connection, ids: list[str]
+    conn: sqlite3.Connection, ids: list[str], text_limit: int = LIST_TEXT_LIMIT
 ) -> defaultdict[str, dict[str, list[dict[str, Any]]]]:
     found: defaultdict[str, dict[str, list[dict[str, Any]]]] = defaultdict(
         lambda: {
@@ -157,11 +192,21 @@ def _children(
         ("aibridge_costs", "costs"),
         ("aibridge_tool_results", "tool_results"),
     ):
+        columns = _columns(conn, table, text_limit)
+        long = _LONG_TEXT.get(table)
         for row in conn.execute(
-            f"SELECT * FROM {table} WHERE interception_id IN ({marks}) ORDER BY created_at, rowid",
+            f"SELECT {columns} FROM {table} WHERE interception_id IN ({marks})"
+            " ORDER BY created_at, rowid",
             ids,
         ):
             item = dict(row)
+            cut = False
+            if long is not None:
+                length = item.pop(f"{long}_length")
+                cut = length is not None and length > text_limit
+                if cut:
+                    item[f"{long}_truncated"] = True
+                    item[f"{long}_length"] = length
             if "metadata" in item:
                 item["metadata"] = _loads(item["metadata"])
             if key == "costs":
@@ -172,7 +217,8 @@ def _children(
                 item["is_error"] = bool(item["is_error"])
                 item["truncated"] = bool(item["truncated"])
             elif key == "tool_usages":
-                item["input"] = _loads(item["input"])
+                if not cut:
+                    item["input"] = _loads(item["input"])
                 item["injected"] = bool(item["injected"])
             found[row["interception_id"]][key].append(item)
     return found

@@ -16,6 +16,14 @@ from ..conftest import Running
 from .harness import MOUNT, Capture, OutsideTrap, Rig
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Every real-client test is slow (a binary per test): -m 'not slow' skips them."""
+    here = Path(__file__).parent
+    for item in items:
+        if here in Path(item.path).parents:
+            item.add_marker(pytest.mark.slow)
+
+
 @pytest.fixture(scope="session")
 def trap() -> Iterator[OutsideTrap]:
     trap = OutsideTrap()
