@@ -194,8 +194,20 @@ class HangingRecorder:
 
 
 class Drops(BridgeHooks):
+    """Counts the records produced, and those dropped on the way."""
+
     def __init__(self) -> None:
         self.dropped: list[tuple[str, str]] = []
+        self.produced_count = 0
+
+    def interception_started(self, started: InterceptionStarted, headers: Any) -> None:
+        self.produced_count += 1
+
+    def produced(self, record: Record) -> None:
+        self.produced_count += 1
+
+    def interception_ended(self, started: Any, ended: Any, timings: Any) -> None:
+        self.produced_count += 1
 
     def record_dropped(self, record: Record, reason: str) -> None:
         self.dropped.append((type(record).__name__, reason))
@@ -275,16 +287,22 @@ def test_record_queue_is_bounded_and_overflow_is_counted() -> None:
         for _ in range(4):
             assert (await call(bridge, PATH, BODY, AUTH)).status == 200
         # One record is with the recorder, three wait; the rest were dropped.
-        produced = 4 * 4  # Started, TokenUsage, PromptUsage, Ended per call
+        assert hooks.produced_count >= 4 * 4  # Started, usage..., Ended per call
         overflow = bridge.records_dropped["overflow"]
-        assert overflow == produced - 4
+        assert overflow == hooks.produced_count - 4
         assert len(hooks.dropped) == overflow
         counted = sum(
             registry.get_sample_value(
                 "aibridge_records_dropped_total", {"record": name, "reason": "overflow"}
             )
             or 0
-            for name in ("InterceptionStarted", "TokenUsage", "PromptUsage", "InterceptionEnded")
+            for name in (
+                "InterceptionStarted",
+                "TokenUsage",
+                "Cost",
+                "PromptUsage",
+                "InterceptionEnded",
+            )
         )
         assert counted == overflow
         recorder.gate.set()
