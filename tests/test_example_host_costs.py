@@ -338,7 +338,11 @@ def test_spend_as_csv(money: Money, client: httpx.Client) -> None:
 
 
 def test_usage_page_shows_costs(money: Money, client: httpx.Client) -> None:
-    r = client.get(money.host.url + "/login", params={"token": money.admin}, follow_redirects=True)
+    r = client.post(
+        money.host.url + "/login",
+        data={"token": money.admin, "next": "/usage"},
+        follow_redirects=True,
+    )
     assert r.status_code == 200
     page = r.text
     a = money.amounts
