@@ -112,7 +112,8 @@ class WebSocketSettings:
     response running and no client message before the bridge closes it
     (code 1001); ``None`` for no limit. ``max_message_size``: a client
     message above this many bytes closes the socket with 1009 (``None``:
-    the bridge's ``max_body_size``); upstream messages get the same limit.
+    the bridge's ``Limits.max_body_size``); upstream messages get the same
+    limit.
     ``heartbeat``: seconds between the bridge's pings to the upstream (a
     missing pong closes it); ``connect_timeout``: seconds to open the
     upstream socket; ``read_timeout``: seconds of upstream silence during a

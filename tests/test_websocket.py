@@ -19,6 +19,7 @@ from aibridge_asgi import (
     Cost,
     InterceptionEnded,
     InterceptionStarted,
+    Limits,
     ModelThought,
     PromptUsage,
     TokenUsage,
@@ -330,7 +331,7 @@ def test_websocket_can_be_turned_off(running: Running, fake: FakeUpstream) -> No
 def test_huge_frames_are_refused_with_a_clear_close(
     start_bridge: Callable[..., Running], fake: FakeUpstream
 ) -> None:
-    running = start_bridge(max_body_size=50_000)
+    running = start_bridge(limits=Limits(max_body_size=50_000))
 
     async def main() -> tuple[int | None, str]:
         async with (
