@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 from aibridge_asgi import (
     Cost,
     InterceptionEnded,
+    Limits,
     ModelThought,
     PromptUsage,
     ProviderConfig,
@@ -329,7 +330,7 @@ def test_query_key_with_other_tokens_wrong_or_missing(
 def test_errors_in_google_shape(
     start_bridge: Callable[..., Running], client: httpx.Client, fake: FakeUpstream
 ) -> None:
-    running = start_bridge(max_body_size=512)
+    running = start_bridge(limits=Limits(max_body_size=512))
     for path in (
         "/gemini/v1beta/models/x:embedContent",
         "/gemini/v1beta/tunedModels",
