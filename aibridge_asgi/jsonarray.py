@@ -56,6 +56,11 @@ class JSONArraySplitter:
         """Whether the closing ``]`` arrived."""
         return self._state == _DONE
 
+    @property
+    def pending(self) -> int:
+        """Bytes held for the element still incomplete."""
+        return len(self._buf)
+
     def feed(self, chunk: bytes) -> list[bytes]:
         """Take the next bytes of the body; return the elements they complete."""
         if self._state == _DONE:

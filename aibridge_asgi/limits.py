@@ -42,7 +42,9 @@ class Limits:
         started stream gets an SSE comment line; ``None`` turns it off.
     :param max_event_size: bytes of one unfinished SSE event the bridge may
         buffer; a longer event ends the stream as an upstream error (the
-        client's connection is cut, the interception ends ``failed``).
+        client's connection is cut, the interception ends ``failed``). An
+        unfinished element of a streamed JSON array (Gemini) is bounded the
+        same way: past it the answer is relayed unread.
     :param max_response_size: bytes of a non-streamed upstream answer the
         bridge may buffer; a longer one is refused with 502.
     :param max_pending_records: records waiting for the recorder; past it,

@@ -369,7 +369,7 @@ async def relay_json_array(
     observing = True
 
     def observe(data: bytes) -> None:
-        nonlocal observing
+        nonlocal observing, splitter
         if not observing:
             return
         try:
@@ -379,6 +379,15 @@ async def relay_json_array(
             logger.exception("stream observer failed; relaying without it")
             observing = False
             api.error = "the bridge could not follow this stream"
+        if observing and splitter.pending > rt.limits.max_event_size:
+            # Bounded like an SSE event: stop reading (the bytes still go
+            # through), let go of the buffer.
+            observing = False
+            splitter = JSONArraySplitter()
+            api.error = (
+                f"an element of the answer is longer than {rt.limits.max_event_size} bytes; "
+                "usage not read"
+            )
         for record in api.drain():
             outcome.emit(record)
 

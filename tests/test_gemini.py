@@ -211,6 +211,24 @@ def test_stream_json_array_is_relayed_byte_for_byte(
     check_records(running, r.headers[ID_HEADER], route=STREAM_GENERATE_CONTENT, streaming=True)
 
 
+def test_json_array_element_past_the_cap_is_relayed_but_not_buffered(
+    start_bridge: Callable[..., Running], client: httpx.Client, fake: FakeUpstream
+) -> None:
+    """An element that never ends cannot grow the bridge: past
+    ``Limits.max_event_size`` it stops reading the answer (the bytes still
+    reach the client unchanged) and says so in the record (issue 18)."""
+    running = start_bridge(limits=Limits(max_event_size=4096))
+    # An element that never ends (the body stops inside it): however the
+    # reads are split, the splitter holds more than the cap at the last one.
+    huge = b'[{"candidates": [{"content": {"parts": [{"text": "' + b"z" * 20_000
+    chunks = [huge[i : i + 1000] for i in range(0, len(huge), 1000)]
+    fake.enqueue(FakeResponse(chunks=chunks, content_type="application/json; charset=UTF-8"))
+    r = client.post(running.url + STREAM, headers=GOOG, json=BODY)
+    assert r.status_code == 200 and r.content == huge
+    end = ended(running, r.headers[ID_HEADER])
+    assert end.error is not None and "longer than 4096 bytes" in end.error
+
+
 def test_json_array_reaches_the_client_before_it_ends(
     running: Running, client: httpx.Client, fake: FakeUpstream
 ) -> None:
