@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -19,6 +20,7 @@ from aibridge_asgi.testing import (
     ServerThread,
 )
 
+from .postgres_server import PostgresServer
 from .redis_server import RedisServer
 
 HOST_TOKEN = "host-token-alice-0123456789"
@@ -123,3 +125,24 @@ def redis_url(redis_server: RedisServer) -> str:
     """The session's Redis, emptied for this test."""
     redis_server.command("FLUSHALL")
     return redis_server.url
+
+
+# -- the example host's databases -------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """A PostgreSQL server for the whole run (tests/postgres_server.py)."""
+    server = PostgresServer().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_target(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """Where a test's host database lives: a new SQLite file, or a new
+    database on the session's PostgreSQL server (``--db`` of the host)."""
+    if request.param == "sqlite":
+        return str(tmp_path / "host.db")
+    server: PostgresServer = request.getfixturevalue("postgres_server")
+    return server.new_database()

@@ -1,5 +1,6 @@
 """The example host (examples/minicoder): its recorder and management API,
-over real HTTP on loopback, with a real SQLite file.
+over real HTTP on loopback, on a real SQLite file and on a real PostgreSQL
+server (the ``db_target`` fixture runs each test on both).
 
 The helpers at the top are shared by the other test_example_host_* files.
 """
@@ -87,14 +88,15 @@ class RunningHost:
 
 
 @pytest.fixture
-def start_host(tmp_path: Path) -> Iterator[Callable[..., RunningHost]]:
-    """Start the example host in offline mode on a loopback port, lifespan on."""
+def start_host(db_target: str) -> Iterator[Callable[..., RunningHost]]:
+    """Start the example host in offline mode on a loopback port, lifespan on,
+    on ``db_target`` (SQLite, then PostgreSQL) unless given another database."""
     running: list[RunningHost] = []
 
-    def start(db_path: Path | None = None) -> RunningHost:
+    def start(db_path: Path | str | None = None) -> RunningHost:
         later = _Later()
         server = ServerThread(later, lifespan="on")
-        app = build_app(Settings(db_path=str(db_path or tmp_path / "host.db"), url=server.url))
+        app = build_app(Settings(db_path=str(db_path or db_target), url=server.url))
         later.app = app
         server.start()
         host = RunningHost(server, app.state.host)
@@ -104,6 +106,7 @@ def start_host(tmp_path: Path) -> Iterator[Callable[..., RunningHost]]:
     yield start
     for host in running:
         host.server.stop()
+        host.host.db.close()
 
 
 def get_api(
@@ -229,13 +232,18 @@ def _records(interception_id: str, actor: str = "u-1") -> list[Any]:
     ]
 
 
-def _count(path: Path, table: str) -> int:
-    with sqlite3.connect(path) as conn:
-        return int(conn.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0])
+def _rows(db: Database, sql: str, *params: Any) -> list[tuple[Any, ...]]:
+    with db.connect() as conn:
+        return [tuple(row) for row in conn.execute(sql, params)]
 
 
-def test_recorder_writes_every_record_type(tmp_path: Path) -> None:
-    db = Database(tmp_path / "r.db")
+def _count(db: Database, table: str) -> int:
+    [(n,)] = _rows(db, f"SELECT COUNT(*) FROM {table}")
+    return int(n)
+
+
+def test_recorder_writes_every_record_type(db_target: str) -> None:
+    db = Database(db_target)
     recorder = SQLiteRecorder(db)
 
     async def main() -> None:
@@ -244,37 +252,59 @@ def test_recorder_writes_every_record_type(tmp_path: Path) -> None:
         await recorder.aclose()
 
     asyncio.run(main())
-    with sqlite3.connect(tmp_path / "r.db") as conn:
-        row = conn.execute(
-            "SELECT initiator_id, api_key_id, provider, model, client, client_session_id,"
-            " streaming, status, http_status, ended_at IS NOT NULL FROM aibridge_interceptions"
-        ).fetchone()
-        assert tuple(row) == (
-            *("u-1", "k1", "anthropic", "claude-sonnet-4-5", "Claude Code", "s-1", 1),
-            *("completed", 200, 1),
-        )
-        assert conn.execute(
-            "SELECT provider_response_id, input_tokens, output_tokens, cache_read_input_tokens,"
-            " cache_write_input_tokens, metadata FROM aibridge_token_usages"
-        ).fetchall() == [("msg_1", 10, 20, 300, 4, '{"x": 1}')]
-        assert conn.execute("SELECT prompt FROM aibridge_user_prompts").fetchall() == [
-            ("Fix the test",)
-        ]
-        assert conn.execute(
-            "SELECT tool, tool_call_id, input, injected FROM aibridge_tool_usages"
-        ).fetchall() == [("Read", "toolu_1", '{"file_path": "a.py"}', 0)]
-        assert conn.execute("SELECT content, metadata FROM aibridge_model_thoughts").fetchall() == [
-            ("Look at a.py", '{"source": "thinking"}')
-        ]
+    [row] = _rows(
+        db,
+        "SELECT initiator_id, api_key_id, provider, model, client, client_session_id,"
+        " streaming, status, http_status, CASE WHEN ended_at IS NOT NULL THEN 1 ELSE 0 END"
+        " FROM aibridge_interceptions",
+    )
+    assert row == (
+        *("u-1", "k1", "anthropic", "claude-sonnet-4-5", "Claude Code", "s-1", 1),
+        *("completed", 200, 1),
+    )
+    assert _rows(
+        db,
+        "SELECT provider_response_id, input_tokens, output_tokens, cache_read_input_tokens,"
+        " cache_write_input_tokens, metadata FROM aibridge_token_usages",
+    ) == [("msg_1", 10, 20, 300, 4, '{"x": 1}')]
+    assert _rows(db, "SELECT prompt FROM aibridge_user_prompts") == [("Fix the test",)]
+    assert _rows(db, "SELECT tool, tool_call_id, input, injected FROM aibridge_tool_usages") == [
+        ("Read", "toolu_1", '{"file_path": "a.py"}', 0)
+    ]
+    assert _rows(db, "SELECT content, metadata FROM aibridge_model_thoughts") == [
+        ("Look at a.py", '{"source": "thinking"}')
+    ]
+    db.close()
 
 
-def test_recorder_never_waits_for_the_disk_and_batches(tmp_path: Path) -> None:
+class _Blocker:
+    """Another client holding the record tables against writes (readers
+    still read): SQLite's exclusive transaction, PostgreSQL's table lock."""
+
+    def __init__(self, db: Database, target: str) -> None:
+        if db.kind == "sqlite":
+            self.conn: Any = sqlite3.connect(target, isolation_level=None)
+            self.conn.execute("BEGIN EXCLUSIVE")
+        else:
+            import psycopg
+
+            self.conn = psycopg.connect(target, autocommit=True)
+            self.conn.execute("BEGIN")
+            self.conn.execute(
+                "LOCK TABLE aibridge_interceptions, aibridge_token_usages IN EXCLUSIVE MODE"
+            )
+
+    def release(self) -> None:
+        self.conn.execute("COMMIT")
+        self.conn.close()
+
+
+def test_recorder_never_waits_for_the_disk_and_batches(db_target: str) -> None:
     """With the database locked by someone else, record() still returns at
     once; the writer catches up afterwards, many records per transaction."""
-    path = tmp_path / "r.db"
-    recorder = SQLiteRecorder(Database(path))
-    blocker = sqlite3.connect(path, isolation_level=None)
-    blocker.execute("BEGIN EXCLUSIVE")
+    db = Database(db_target)
+    recorder = SQLiteRecorder(db)
+    blocker = _Blocker(db, db_target)
 
     async def main() -> float:
         started = time.perf_counter()
@@ -287,24 +317,24 @@ def test_recorder_never_waits_for_the_disk_and_batches(tmp_path: Path) -> None:
     assert elapsed < 1.0  # 1800 records, never waiting for the lock
     assert recorder.pending > 0
     time.sleep(0.2)
-    assert _count(path, "aibridge_interceptions") == 0  # still locked out
-    blocker.execute("COMMIT")
-    blocker.close()
+    if db.kind == "sqlite":
+        assert _count(db, "aibridge_interceptions") == 0  # still locked out
+    blocker.release()
     assert recorder.flush_sync(timeout=10)
     recorder.close()
-    assert _count(path, "aibridge_interceptions") == 300
-    assert _count(path, "aibridge_token_usages") == 300
+    assert _count(db, "aibridge_interceptions") == 300
+    assert _count(db, "aibridge_token_usages") == 300
     assert sum(recorder.batches) == 1800
     assert max(recorder.batches) > 1  # batched
-    with sqlite3.connect(path) as conn:
-        assert conn.execute(
-            "SELECT COUNT(*) FROM aibridge_interceptions WHERE status = 'completed'"
-        ).fetchone() == (300,)
+    assert _rows(db, "SELECT COUNT(*) FROM aibridge_interceptions WHERE status = 'completed'") == [
+        (300,)
+    ]
+    db.close()
 
 
-def test_recorder_close_writes_everything_queued(tmp_path: Path) -> None:
-    path = tmp_path / "r.db"
-    recorder = SQLiteRecorder(Database(path))
+def test_recorder_close_writes_everything_queued(db_target: str) -> None:
+    db = Database(db_target)
+    recorder = SQLiteRecorder(db)
 
     async def main() -> None:
         for n in range(200):
@@ -314,15 +344,16 @@ def test_recorder_close_writes_everything_queued(tmp_path: Path) -> None:
         await recorder.record(_records("late")[0])  # after close: dropped, logged
 
     asyncio.run(main())
-    assert _count(path, "aibridge_interceptions") == 200
-    assert _count(path, "aibridge_model_thoughts") == 200
+    assert _count(db, "aibridge_interceptions") == 200
+    assert _count(db, "aibridge_model_thoughts") == 200
+    db.close()
 
 
 def test_recorder_one_bad_record_costs_only_itself(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
+    db_target: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    path = tmp_path / "r.db"
-    recorder = SQLiteRecorder(Database(path))
+    db = Database(db_target)
+    recorder = SQLiteRecorder(db)
     batch = _records("i-1") + _records("i-1")[:1] + _records("i-2")  # a duplicate start
 
     async def main() -> None:
@@ -332,9 +363,13 @@ def test_recorder_one_bad_record_costs_only_itself(
 
     with caplog.at_level(logging.ERROR, "minicoder.recorder"):
         asyncio.run(main())
-    assert _count(path, "aibridge_interceptions") == 2
-    assert _count(path, "aibridge_token_usages") == 2
+    assert _count(db, "aibridge_interceptions") == 2
+    assert _count(db, "aibridge_token_usages") == 2
+    assert _rows(db, "SELECT COUNT(*) FROM aibridge_interceptions WHERE status = 'completed'") == [
+        (2,)
+    ]
     assert "could not store InterceptionStarted" in caplog.text
+    db.close()
 
 
 # -- through the host: requests in, records out through the management API ----------
@@ -669,10 +704,9 @@ def test_in_flight_interceptions_are_listed_and_marked(
 
 
 def test_restart_keeps_everything(
-    start_host: Callable[..., RunningHost], client: httpx.Client, tmp_path: Path
+    start_host: Callable[..., RunningHost], client: httpx.Client, db_target: str
 ) -> None:
-    db_path = tmp_path / "kept.db"
-    first = start_host(db_path)
+    first = start_host(db_target)
     admin, alice = first.user("root", admin=True), first.user("alice")
     made: list[str] = []
     for model in ("claude-sonnet-4-5", "claude-haiku-4-5"):
@@ -686,7 +720,8 @@ def test_restart_keeps_everything(
     # No flush first: stopping (the lifespan) must write everything.
     first.server.stop()
     # An interception a killed run never ended (as if SIGKILLed mid-call).
-    with sqlite3.connect(db_path) as conn:
+    other = Database(db_target)
+    with other.connect() as conn:
         conn.execute(
             "INSERT INTO aibridge_interceptions (id, initiator_id, provider, provider_name,"
             " model, route, streaming, started_at) VALUES ('lost', 'x', 'openai', 'openai',"
@@ -694,8 +729,9 @@ def test_restart_keeps_everything(
             # within the retention period (older ones are deleted at startup)
             ((datetime.now(UTC) - timedelta(days=1)).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),),
         )
+    other.close()
 
-    second = start_host(db_path)
+    second = start_host(db_target)
     # The tokens still work, on the bridge and on the API.
     r = client.post(
         second.bridge_url + "/openai/v1/responses",

@@ -5,9 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import re
-import sqlite3
 import struct
 import subprocess
 import time
@@ -28,6 +26,8 @@ from .test_example_host import RunningHost, messages
 pytestmark = pytest.mark.slow
 
 start_host = test_example_host.start_host  # the fixture
+# The pages in a browser: the database under them is tested elsewhere.
+pytestmark = pytest.mark.parametrize("db_target", ["sqlite"], indirect=True)
 
 CHROMIUM = Path("/usr/bin/chromium")
 
@@ -319,6 +319,6 @@ def test_sign_in_sets_a_session_cookie_not_the_token(
         assert (r.status_code, r.headers["location"]) == (303, "/login")
     r = httpx.get(host.url + "/usage", cookies={"minicoder_session": session_id})
     assert r.status_code == 303
-    with contextlib.closing(sqlite3.connect(host.host.db.path)) as conn:
+    with host.host.db.connect() as conn:
         stored = conn.execute("SELECT hashed_id FROM web_sessions").fetchall()
     assert all(session_id.encode() not in row[0] for row in stored)

@@ -6,7 +6,6 @@ from __future__ import annotations
 import contextlib
 import html
 import re
-import sqlite3
 import tomllib
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -118,7 +117,7 @@ def test_minting_a_token_for_a_client(start_host: Callable[..., RunningHost]) ->
         # The token is alice's, named after the client, and works on the bridge.
         owner = host.host.db.token_owner(token)
         assert owner is not None and owner.user.username == "alice"
-        with sqlite3.connect(host.host.db.path) as conn:
+        with host.host.db.connect() as conn:
             names = [row[0] for row in conn.execute("SELECT token_name FROM api_keys")]
         assert sorted(names) == ["", "connect: Codex CLI"]
         r = httpx.post(
@@ -153,7 +152,7 @@ def test_minting_a_token_for_a_client(start_host: Callable[..., RunningHost]) ->
             "/connect", data={"client": "codex"}, headers={"origin": "https://evil.example"}
         )
         assert r.status_code == 403
-        with sqlite3.connect(host.host.db.path) as conn:
+        with host.host.db.connect() as conn:
             assert conn.execute("SELECT COUNT(*) FROM api_keys").fetchone()[0] == 2
 
         # An unknown client name shows the default one.

@@ -376,8 +376,8 @@ def old_records(interception_id: str, started: datetime) -> list[Any]:
     ]
 
 
-def test_retention_deletes_old_interceptions_in_batches(tmp_path: Path) -> None:
-    db = Database(tmp_path / "r.db")
+def test_retention_deletes_old_interceptions_in_batches(db_target: str) -> None:
+    db = Database(db_target)
     recorder = SQLiteRecorder(db)
     now = datetime.now(UTC)
 
@@ -395,11 +395,13 @@ def test_retention_deletes_old_interceptions_in_batches(tmp_path: Path) -> None:
         return first, again
 
     assert asyncio.run(main()) == (5, 0)
-    with sqlite3.connect(tmp_path / "r.db") as conn:
+    with db.connect() as conn:
         for table in ("aibridge_interceptions",):
-            assert conn.execute(f"SELECT id FROM {table}").fetchall() == [("recent",)]
+            assert [tuple(r) for r in conn.execute(f"SELECT id FROM {table}")] == [("recent",)]
         for table in ("aibridge_costs", "aibridge_tool_results"):
-            assert conn.execute(f"SELECT interception_id FROM {table}").fetchall() == [("recent",)]
+            rows = conn.execute(f"SELECT interception_id FROM {table}").fetchall()
+            assert [tuple(r) for r in rows] == [("recent",)]
+    db.close()
 
 
 def test_the_host_runs_retention_in_the_background(
@@ -519,6 +521,7 @@ def green_pixels(path: Path, rgb: tuple[int, int, int]) -> int:
 
 
 @pytest.mark.slow  # a real browser
+@pytest.mark.parametrize("db_target", ["sqlite"], indirect=True)  # the pages, not the database
 def test_cost_pages_in_chromium(money: Money, tmp_path: Path) -> None:
     from .test_example_host_browser import chromium
 

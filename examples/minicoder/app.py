@@ -37,7 +37,7 @@ from . import api, pages, session_pages
 from . import policy as host_policy
 from .auth import admin_only, make_resolver
 from .db import Database
-from .recorder import SQLiteRecorder
+from .recorder import DatabaseRecorder
 
 logger = logging.getLogger("minicoder")
 
@@ -145,7 +145,7 @@ class Host:
 
     settings: Settings
     db: Database
-    recorder: SQLiteRecorder
+    recorder: DatabaseRecorder
     bridge: Bridge
     #: The embedded fake provider, in offline mode (scriptable: ``fake.enqueue``).
     fake: FakeUpstream | None = None
@@ -195,7 +195,7 @@ def build_app(settings: Settings) -> Starlette:
     it; ``ServerThread`` needs ``lifespan="on"``) so that nothing is lost
     on shutdown."""
     db = Database(settings.db_path)
-    recorder = SQLiteRecorder(db)
+    recorder = DatabaseRecorder(db)
     fake: FakeUpstream | None = None
     if settings.offline:
         # The library's fake provider, served by this very app (see the

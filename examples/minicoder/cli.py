@@ -1,19 +1,24 @@
-"""The command line: ``serve`` and ``create-user``.
+"""The command line: ``serve``, ``create-user`` and ``migrate``.
 
-    python examples/host.py serve [--host 127.0.0.1] [--port 8080] [--db FILE]
+    python examples/host.py serve [--host 127.0.0.1] [--port 8080] [--db FILE|URL]
                                   [--workers N] [--redis URL] [--rpm N]
-    python examples/host.py create-user NAME [--admin] [--days N] [--db FILE]
-    python examples/host.py revoke-token KEY_ID [--db FILE]
+    python examples/host.py create-user NAME [--admin] [--days N] [--db FILE|URL]
+    python examples/host.py revoke-token KEY_ID [--db FILE|URL]
+    python examples/host.py migrate [--db FILE|URL]
 
-``--db`` defaults to ``$AIBRIDGE_HOST_DB``, else ``aibridge-host.db`` in the
-current directory. ``create-user`` prints the new token alone on stdout
+``--db`` is a SQLite file or a ``postgresql://`` URL; it defaults to
+``$AIBRIDGE_HOST_DB``, else ``aibridge-host.db`` in the current directory.
+``serve``, ``create-user`` and ``revoke-token`` bring the schema up to date
+first; ``migrate`` only does that (run it before starting new versions of
+several hosts). ``create-user`` prints the new token alone on stdout
 (creating the user if needed; ``--admin`` makes them an admin); it expires
 after ``--days`` (default 30; 0: never). ``revoke-token`` ends a token at
 once: give the token or its key id (the part before the first ``-``).
 ``--port 0`` picks a free port; the banner says which. ``--workers N``
-runs N processes on the one socket; give them ``--redis URL`` so that
-budgets and rate limits (``--rpm``, requests per minute per user) hold
-across all of them (one worker keeps that state in memory).
+runs N processes on the one socket (give them PostgreSQL: docs/deployment.md);
+give them ``--redis URL`` so that budgets and rate limits (``--rpm``, requests
+per minute per user) hold across all of them (one worker keeps that state in
+memory).
 
 The demo token ``serve`` prints replaces the one of the previous start, and
 expires after a day.
@@ -30,9 +35,9 @@ import os
 import socket
 import sys
 from datetime import timedelta
-from pathlib import Path
 
 from .app import BRIDGE_PREFIX, DEFAULT_DB, Settings, build_app
+from .backends import describe, redact
 from .db import Database
 
 #: How ``serve --workers N`` hands the settings to its worker processes.
@@ -77,7 +82,7 @@ Host URL:           {public_url}
 Anthropic base URL: {base}/anthropic
 OpenAI base URL:    {base}/openai/v1
 Gemini base URL:    {base}/gemini
-Database:           {Path(settings.db_path).resolve()}
+Database:           {describe(settings.db_path)}
 Demo token:         {token}
                     (user 'demo', admin; replaced at every start, valid for a day)
 
@@ -92,7 +97,7 @@ Usage page: {public_url}/usage  (sign in there by pasting the token)
 Management API:
   curl -H 'Authorization: Bearer {token}' {base}/interceptions
 More users:
-  python examples/host.py create-user NAME [--admin] --db {settings.db_path}
+  python examples/host.py create-user NAME [--admin] --db {describe(settings.db_path)}
 {BAR}"""
 
 
@@ -198,7 +203,21 @@ def create_user(args: argparse.Namespace) -> int:
     lifetime = timedelta(days=args.days) if args.days > 0 else None
     print(db.new_token(user.id, "create-user", lifetime))
     role = "admin" if user.is_admin else "user"
-    print(f"token for {role} {user.username!r} (id {user.id}) in {args.db}", file=sys.stderr)
+    where = db.describe()
+    print(f"token for {role} {user.username!r} (id {user.id}) in {where}", file=sys.stderr)
+    db.close()
+    return 0
+
+
+def migrate(args: argparse.Namespace) -> int:
+    db = Database(args.db)
+    assert db.migrated is not None
+    before, after = db.migrated
+    if before == after:
+        print(f"{db.describe()}: schema version {after}, up to date")
+    else:
+        print(f"{db.describe()}: schema version {before} -> {after}")
+    db.close()
     return 0
 
 
@@ -217,11 +236,12 @@ def main(argv: list[str] | None = None) -> int:
         description="minicoder: a Coder-like host with the AI bridge mounted.",
     )
     default_db = os.environ.get("AIBRIDGE_HOST_DB", DEFAULT_DB)
+    db_help = f"SQLite file or postgresql:// URL (default {redact(default_db)})"
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("serve", help="run the host")
     run.add_argument("--host", default="127.0.0.1")
     run.add_argument("--port", type=int, default=8080, help="0 picks a free port")
-    run.add_argument("--db", default=default_db, help=f"SQLite file (default {default_db})")
+    run.add_argument("--db", default=default_db, help=db_help)
     run.add_argument(
         "--graceful-timeout",
         type=float,
@@ -245,14 +265,17 @@ def main(argv: list[str] | None = None) -> int:
     create = sub.add_parser("create-user", help="create a user; print a new token")
     create.add_argument("name")
     create.add_argument("--admin", action="store_true", help="the user may see everyone's usage")
-    create.add_argument("--db", default=default_db, help=f"SQLite file (default {default_db})")
+    create.add_argument("--db", default=default_db, help=db_help)
     create.add_argument(
         "--days", type=float, default=30, help="days the token is valid (default 30; 0: never)"
     )
     create.set_defaults(handler=create_user)
     revoke = sub.add_parser("revoke-token", help="end a token at once")
     revoke.add_argument("key_id", help="the token, or its key id (before the first '-')")
-    revoke.add_argument("--db", default=default_db, help=f"SQLite file (default {default_db})")
+    revoke.add_argument("--db", default=default_db, help=db_help)
     revoke.set_defaults(handler=revoke_token)
+    upgrade = sub.add_parser("migrate", help="bring the database's schema up to date")
+    upgrade.add_argument("--db", default=default_db, help=db_help)
+    upgrade.set_defaults(handler=migrate)
     args = parser.parse_args(argv)
     return int(args.handler(args))

@@ -1,12 +1,16 @@
 """The host's database: users, API tokens, browser sessions, and the tables
 the recorder fills.
 
-SQLite through the standard library's ``sqlite3``, no ORM. Every function
-here blocks, so the web handlers call them through
-``anyio.to_thread.run_sync``; each call opens its own short-lived connection
-(cheap for SQLite), so any thread may call any function. The database runs
-in WAL mode: readers never wait for the recorder's writer and the other way
-round.
+A SQLite file (the default) or a PostgreSQL server (``--db
+postgresql://...``), through the small interface of :mod:`.backends`; no
+ORM, the same SQL on both. Every function here blocks, so the web handlers
+call them through ``anyio.to_thread.run_sync``; each call borrows its own
+connection (a new one for SQLite, a pooled one for PostgreSQL), so any
+thread may call any function. SQLite runs in WAL mode: readers never wait
+for the recorder's writer and the other way round.
+
+The schema is versioned (:data:`MIGRATIONS`); opening a database applies
+the versions it lacks, and so does ``examples/host.py migrate``.
 
 Tokens are never stored in clear. A token is ``<key id>-<secret>``: the key
 id is stored as is (to find the row), the secret as its SHA-256, compared in
@@ -19,14 +23,15 @@ import contextlib
 import hashlib
 import hmac
 import secrets
-import sqlite3
 import uuid
-from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
-SCHEMA_VERSION = 2
+from .backends import Backend, Migrations, open_backend
+
+SCHEMA_VERSION = 3
 
 #: The tables, in the order they are created. The ``aibridge_*`` tables have
 #: the shape of Coder's (coderd/database), plus the columns the bridge's
@@ -152,6 +157,15 @@ SCHEMA_V2 = (
     "CREATE INDEX idx_aibridge_interceptions_session ON aibridge_interceptions (client_session_id)",
 )
 
+#: Added in schema version 3: API tokens expire (``NULL``: never). (Files of
+#: the version before may have the column already: the migration passes.)
+SCHEMA_V3 = ("ALTER TABLE api_keys ADD COLUMN expires_at TEXT",)
+
+#: Every schema version and the statements that reach it from the one
+#: before. Add a version at the end; never edit a released one.
+MIGRATIONS: Migrations = ((1, SCHEMA), (2, SCHEMA_V2), (3, SCHEMA_V3))
+assert MIGRATIONS[-1][0] == SCHEMA_VERSION
+
 #: The tables holding an interception's records, deleted with it.
 CHILD_TABLES = (
     "aibridge_token_usages",
@@ -211,47 +225,64 @@ class TokenOwner:
 
 
 class Database:
-    """The SQLite file at ``path``, created and migrated on first use."""
+    """The host's database at ``target`` (a SQLite file path or a
+    ``postgresql://`` URL), migrated to :data:`SCHEMA_VERSION` on opening."""
 
-    def __init__(self, path: str | Path) -> None:
-        self.path = str(path)
-        with self.connect() as conn:
-            _migrate(conn, self.path)
+    def __init__(self, target: str | Path, *, migrate: bool = True) -> None:
+        self.backend: Backend = open_backend(target)
+        #: (version before, version after) of the migration run on opening.
+        self.migrated: tuple[int, int] | None = None
+        if migrate:
+            try:
+                self.migrated = self.migrate()
+            except BaseException:
+                self.backend.close()
+                raise
 
-    @contextlib.contextmanager
-    def connect(self) -> Iterator[sqlite3.Connection]:
-        """A new connection in autocommit mode, closed on exit."""
-        conn = sqlite3.connect(self.path, timeout=30, isolation_level=None)
-        try:
-            conn.row_factory = sqlite3.Row
-            conn.execute("PRAGMA journal_mode = WAL")
-            # WAL + NORMAL: a commit survives a crash of the process (not a
-            # power loss), without an fsync per transaction.
-            conn.execute("PRAGMA synchronous = NORMAL")
-            conn.execute("PRAGMA foreign_keys = ON")
-            yield conn
-        finally:
-            conn.close()
+    @property
+    def kind(self) -> str:
+        """``"sqlite"`` or ``"postgresql"``."""
+        return self.backend.kind
+
+    def describe(self) -> str:
+        """Where the data is, for people (a path, or a URL without its password)."""
+        return self.backend.describe()
+
+    def connect(self) -> contextlib.AbstractContextManager[Any]:
+        """A connection in autocommit mode (``execute``, ``executemany``),
+        given back on exit."""
+        return self.backend.connect()
+
+    def migrate(self) -> tuple[int, int]:
+        """Bring the schema to :data:`SCHEMA_VERSION`; (before, after)."""
+        return self.backend.migrate(MIGRATIONS)
+
+    def ping(self) -> None:
+        """Raise unless the database answers a query."""
+        self.backend.ping()
+
+    def close(self) -> None:
+        """Let go of the database (the pool's connections)."""
+        self.backend.close()
 
     # -- users and tokens ---------------------------------------------------
 
     def create_user(self, username: str, *, admin: bool = False) -> User:
         """Create ``username``, or return it if it exists (made admin if
         ``admin``; never demoted)."""
+        # One statement, so that two processes creating the same user at
+        # once (workers starting) both succeed with the same row.
         with self.connect() as conn:
-            conn.execute("BEGIN IMMEDIATE")
-            row = conn.execute("SELECT id FROM users WHERE username = ?", (username,)).fetchone()
-            if row is None:
-                user_id = str(uuid.uuid4())
-                conn.execute(
-                    "INSERT INTO users (id, username, is_admin, created_at) VALUES (?, ?, ?, ?)",
-                    (user_id, username, int(admin), now()),
-                )
-            else:
-                user_id = row["id"]
-                if admin:
-                    conn.execute("UPDATE users SET is_admin = 1 WHERE id = ?", (user_id,))
-            conn.execute("COMMIT")
+            conn.execute(
+                "INSERT INTO users (id, username, is_admin, created_at) VALUES (?, ?, ?, ?)"
+                " ON CONFLICT (username) DO NOTHING",
+                (str(uuid.uuid4()), username, int(admin), now()),
+            )
+            if admin:
+                conn.execute("UPDATE users SET is_admin = 1 WHERE username = ?", (username,))
+            user_id = conn.execute(
+                "SELECT id FROM users WHERE username = ?", (username,)
+            ).fetchone()["id"]
         user = self.user(user_id)
         assert user is not None
         return user
@@ -400,39 +431,3 @@ class Database:
                 conn.execute("ROLLBACK")
                 raise
         return len(ids)
-
-
-def _add_column(conn: sqlite3.Connection, table: str, column: str, kind: str) -> None:
-    """Add ``column`` to ``table`` unless it is there (older files lack it)."""
-    columns = {row["name"] for row in conn.execute(f"PRAGMA table_info({table})")}
-    if column not in columns:
-        conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
-
-
-def _migrate(conn: sqlite3.Connection, path: str) -> None:
-    conn.execute("BEGIN IMMEDIATE")  # one process migrates at a time
-    try:
-        version = conn.execute("PRAGMA user_version").fetchone()[0]
-        if version == 0:
-            tables = conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'").fetchall()
-            if tables:
-                raise RuntimeError(
-                    f"{path} holds tables this host did not create (an older version of the"
-                    " example?); move it away or pass another --db"
-                )
-            for statement in (*SCHEMA, *SCHEMA_V2):
-                conn.execute(statement)
-            conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-        elif version == 1:
-            for statement in SCHEMA_V2:
-                conn.execute(statement)
-            conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-        elif version > SCHEMA_VERSION:
-            raise RuntimeError(
-                f"{path} has schema version {version}; this host knows up to {SCHEMA_VERSION}"
-            )
-        _add_column(conn, "api_keys", "expires_at", "TEXT")  # tokens expire (NULL: never)
-        conn.execute("COMMIT")
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise

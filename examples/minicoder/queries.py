@@ -15,15 +15,18 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-import sqlite3
 from collections import defaultdict
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, Literal
 
+from .backends import Connection
+
 #: Tokens in: every input token, whether read from or written to the cache.
 TOKENS_IN = "COALESCE(t.input_tokens + t.cache_read_input_tokens + t.cache_write_input_tokens, 0)"
 TOKENS_OUT = "COALESCE(t.output_tokens, 0)"
+#: Cost records without a price (``c``: aibridge_costs), summed portably.
+UNPRICED = "SUM(CASE WHEN c.amount IS NULL THEN 1 ELSE 0 END)"
 
 
 @dataclass(frozen=True)
@@ -52,7 +55,7 @@ class Filters:
             clauses.append("i.model = ?")
             params.append(self.model)
         if self.client is not None:
-            clauses.append("i.client = ? COLLATE NOCASE")
+            clauses.append("LOWER(i.client) = LOWER(?)")
             params.append(self.client)
         if self.started_after is not None:
             clauses.append("i.started_at >= ?")
@@ -120,7 +123,7 @@ _LONG_TEXT = {
 
 
 def list_interceptions(
-    conn: sqlite3.Connection,
+    conn: Connection,
     filters: Filters,
     *,
     limit: int,
@@ -154,7 +157,7 @@ def list_interceptions(
     return Page(count, results, next_cursor)
 
 
-def _columns(conn: sqlite3.Connection, table: str, text_limit: int) -> str:
+def _columns(conn: Connection, table: str, text_limit: int) -> str:
     """The select list of ``table`` with its long text column cut short."""
     long = _LONG_TEXT.get(table)
     names = [row[1] for row in conn.execute(f"PRAGMA table_info({table})")]
@@ -169,7 +172,7 @@ def _columns(conn: sqlite3.Connection, table: str, text_limit: int) -> str:
 
 
 def _children(
-    conn: sqlite3.Connection, ids: list[str], text_limit: int = LIST_TEXT_LIMIT
+    conn: Connection, ids: list[str], text_limit: int = LIST_TEXT_LIMIT
 ) -> defaultdict[str, dict[str, list[dict[str, Any]]]]:
     found: defaultdict[str, dict[str, list[dict[str, Any]]]] = defaultdict(
         lambda: {
@@ -200,6 +203,7 @@ def _children(
             ids,
         ):
             item = dict(row)
+            item.pop("rowid", None)  # PostgreSQL's explicit one
             cut = False
             if long is not None:
                 length = item.pop(f"{long}_length")
@@ -224,7 +228,7 @@ def _children(
     return found
 
 
-def _interception(row: sqlite3.Row, children: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
+def _interception(row: Any, children: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
     in_flight = row["ended_at"] is None and row["status"] is None
     return {
         "id": row["id"],
@@ -270,7 +274,7 @@ GroupBy = Literal["user", "model"]
 
 _GROUPS: dict[GroupBy, tuple[str, str]] = {
     # (the key selected, the columns grouped on)
-    "user": ("COALESCE(u.username, i.initiator_id)", "i.initiator_id"),
+    "user": ("COALESCE(u.username, i.initiator_id)", "i.initiator_id, u.username"),
     "model": ("i.model", "i.model"),
 }
 
@@ -297,13 +301,14 @@ class Usage:
 
 
 def usage(
-    conn: sqlite3.Connection, filters: Filters, bucket_seconds: int, by: GroupBy | None = None
+    conn: Connection, filters: Filters, bucket_seconds: int, by: GroupBy | None = None
 ) -> list[Usage]:
     """Requests and tokens in/out per user or per model (or in total, with
     ``by=None``), each with a time series of ``bucket_seconds`` buckets of
     start time. Busiest first."""
     where, params = filters.where()
-    key, group = _GROUPS[by] if by is not None else ("''", "''")
+    key, group = _GROUPS[by] if by is not None else ("''", "")
+    group = f"{group}, bucket" if group else "bucket"
     rows = conn.execute(
         f"SELECT {key} AS key,"
         " (CAST(strftime('%s', i.started_at) AS INTEGER) / ?) * ? AS bucket,"
@@ -312,7 +317,7 @@ def usage(
         " FROM aibridge_interceptions AS i"
         " LEFT JOIN users AS u ON u.id = i.initiator_id"
         " LEFT JOIN aibridge_token_usages AS t ON t.interception_id = i.id"
-        f" WHERE {where} GROUP BY {group}, bucket",
+        f" WHERE {where} GROUP BY {group}",
         [bucket_seconds, bucket_seconds, *params],
     ).fetchall()
     totals: dict[str, Usage] = {}
@@ -325,11 +330,11 @@ def usage(
     for row in conn.execute(
         f"SELECT {key} AS key,"
         " (CAST(strftime('%s', i.started_at) AS INTEGER) / ?) * ? AS bucket,"
-        " SUM(c.amount_pico) AS pico, SUM(c.amount IS NULL) AS unpriced"
+        f" SUM(c.amount_pico) AS pico, {UNPRICED} AS unpriced"
         " FROM aibridge_interceptions AS i"
         " LEFT JOIN users AS u ON u.id = i.initiator_id"
         " JOIN aibridge_costs AS c ON c.interception_id = i.id"
-        f" WHERE {where} AND c.currency = 'USD' GROUP BY {group}, bucket",
+        f" WHERE {where} AND c.currency = 'USD' GROUP BY {group}",
         [bucket_seconds, bucket_seconds, *params],
     ):
         entry = totals.get(row["key"])
@@ -349,7 +354,7 @@ SESSION_KEY = "COALESCE(i.client_session_id, i.id)"
 
 
 def list_sessions(
-    conn: sqlite3.Connection, filters: Filters, *, limit: int, cursor: str | None = None
+    conn: Connection, filters: Filters, *, limit: int, cursor: str | None = None
 ) -> Page:
     """One page of sessions (interceptions grouped by the client's session
     id), newest first by their first interception, each with its first
@@ -363,12 +368,12 @@ def list_sessions(
     having, extra = "", []
     if cursor is not None:
         started_at, session_id = decode_cursor(cursor)
-        having = " HAVING (MIN(i.started_at) < ? OR (MIN(i.started_at) = ? AND session_id < ?))"
+        having = f" HAVING (MIN(i.started_at) < ? OR (MIN(i.started_at) = ? AND {SESSION_KEY} < ?))"
         extra = [started_at, started_at, session_id]
     rows = conn.execute(
         f"SELECT {SESSION_KEY} AS session_id, MIN(i.started_at) AS started_at,"
         " MAX(COALESCE(i.ended_at, i.started_at)) AS ended_at,"
-        " SUM(i.ended_at IS NULL AND i.status IS NULL) AS in_flight,"
+        " SUM(CASE WHEN i.ended_at IS NULL AND i.status IS NULL THEN 1 ELSE 0 END) AS in_flight,"
         " COUNT(*) AS interceptions, MIN(i.initiator_id) AS initiator_id,"
         " MIN(u.username) AS username"
         " FROM aibridge_interceptions AS i LEFT JOIN users AS u ON u.id = i.initiator_id"
@@ -383,9 +388,7 @@ def list_sessions(
     return Page(count, results, next_cursor)
 
 
-def _session(
-    conn: sqlite3.Connection, row: sqlite3.Row, where: str, params: list[Any]
-) -> dict[str, Any]:
+def _session(conn: Connection, row: Any, where: str, params: list[Any]) -> dict[str, Any]:
     """The summary of one session, over its interceptions matching ``where``."""
     scope = f"{where} AND {SESSION_KEY} = ?"
     args = [*params, row["session_id"]]
@@ -402,7 +405,7 @@ def _session(
         args,
     ).fetchone()
     cost = conn.execute(
-        "SELECT SUM(c.amount_pico) AS pico, SUM(c.amount IS NULL) AS unpriced"
+        f"SELECT SUM(c.amount_pico) AS pico, {UNPRICED} AS unpriced"
         " FROM aibridge_interceptions AS i"
         f" JOIN aibridge_costs AS c ON c.interception_id = i.id WHERE {scope}",
         args,
@@ -431,7 +434,7 @@ def _session(
 
 
 def session_interceptions(
-    conn: sqlite3.Connection, filters: Filters, session_id: str
+    conn: Connection, filters: Filters, session_id: str
 ) -> list[dict[str, Any]]:
     """Every interception of one session (oldest first) that ``filters``
     let through, with its records nested."""
@@ -470,7 +473,7 @@ class Spend:
         return money(self.amount_pico) or "0"
 
 
-def spend(conn: sqlite3.Connection, filters: Filters, by: SpendBy) -> list[Spend]:
+def spend(conn: Connection, filters: Filters, by: SpendBy) -> list[Spend]:
     """USD spent per user, model or day (UTC) of the interceptions'
     start, exactly: interceptions without a cost record are not counted,
     unpriced ones are counted in ``unpriced``. Ordered by key."""
@@ -478,7 +481,7 @@ def spend(conn: sqlite3.Connection, filters: Filters, by: SpendBy) -> list[Spend
     key = _SPEND_GROUPS[by]
     rows = conn.execute(
         f"SELECT {key} AS key, SUM(c.amount_pico) AS pico,"
-        " COUNT(DISTINCT i.id) AS interceptions, SUM(c.amount IS NULL) AS unpriced"
+        f" COUNT(DISTINCT i.id) AS interceptions, {UNPRICED} AS unpriced"
         " FROM aibridge_interceptions AS i LEFT JOIN users AS u ON u.id = i.initiator_id"
         " JOIN aibridge_costs AS c ON c.interception_id = i.id"
         f" WHERE {where} AND c.currency = 'USD' GROUP BY key ORDER BY key",
