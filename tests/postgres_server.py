@@ -79,6 +79,12 @@ class PostgresServer:
             **self._run_as,
         )
         self.port = _free_port()
+        self.start_server()
+        return self
+
+    def start_server(self) -> None:
+        """Start ``postgres`` on the cluster (again, after :meth:`stop_server`)."""
+        data = self.dir / "data"
         self.process = subprocess.Popen(
             [
                 str(self.bindir / "postgres"),
@@ -88,13 +94,12 @@ class PostgresServer:
                 *("-c", "fsync=off", "-c", "full_page_writes=off"),
             ],
             stdout=subprocess.DEVNULL,
-            stderr=open(self.dir / "server.log", "wb"),  # noqa: SIM115
+            stderr=open(self.dir / "server.log", "ab"),  # noqa: SIM115
             cwd=self.dir,
             start_new_session=True,
             **self._run_as,
         )
         self._wait_ready()
-        return self
 
     def _wait_ready(self, timeout: float = 30) -> None:
         import psycopg
@@ -127,6 +132,12 @@ class PostgresServer:
         return self.url.rsplit("/", 1)[0] + "/" + name
 
     def stop(self) -> None:
+        """Stop the server and delete the cluster."""
+        self.stop_server()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def stop_server(self) -> None:
+        """Stop ``postgres``, keeping the cluster."""
         if self.process is not None and self.process.poll() is None:
             self.process.send_signal(signal.SIGINT)  # fast shutdown
             try:
@@ -134,4 +145,3 @@ class PostgresServer:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
-        shutil.rmtree(self.dir, ignore_errors=True)

@@ -684,7 +684,10 @@ def test_in_flight_interceptions_are_listed_and_marked(
         deadline = time.monotonic() + 5
         while True:
             body = get_api(client, host, alice)
-            if body["results"] or time.monotonic() > deadline:
+            # (the start and the prompt may be written in two batches)
+            if body["results"] and body["results"][0]["user_prompts"]:
+                break
+            if time.monotonic() > deadline:
                 break
             time.sleep(0.02)
         [item] = body["results"]

@@ -33,7 +33,7 @@ from aibridge_asgi import Bridge, BridgeHooks, create_bridge
 from aibridge_asgi.limits import DEFAULT_MAX_BODY_SIZE
 from aibridge_asgi.testing import ANTHROPIC_KEY, GOOGLE_KEY, OPENAI_KEY, FakeUpstream
 
-from . import api, pages, session_pages
+from . import api, health, pages, session_pages
 from . import policy as host_policy
 from .auth import admin_only, make_resolver
 from .db import Database
@@ -152,6 +152,8 @@ class Host:
     providers: list[str] = field(default_factory=list)
     retention: Retention | None = None
     policy: host_policy.HostPolicy | None = None
+    #: What ``/readyz`` checks: name -> an async callable raising when down.
+    ready_checks: dict[str, health.Check] = field(default_factory=dict)
 
     async def flush(self) -> None:
         """Wait until every record produced so far is in the database."""
@@ -159,11 +161,13 @@ class Host:
         await self.recorder.flush()
 
     async def aclose(self) -> None:
-        """Finish in-flight calls, then write every record; in this order."""
+        """Finish in-flight calls, then write every record, then let go of
+        the database; in this order."""
         await self.bridge.aclose()
         await self.recorder.aclose()
         if self.policy is not None:
             await self.policy.aclose()
+        await anyio.to_thread.run_sync(self.db.close)
 
 
 Lifespan = Callable[[Starlette], contextlib.AbstractAsyncContextManager[None]]
@@ -254,6 +258,9 @@ def build_app(settings: Settings) -> Starlette:
         host.retention = Retention(db, settings.retention_days, settings.retention_interval)
     host.policy = policy
 
+    # /readyz: the database answers (docs/deployment.md).
+    host.ready_checks["database"] = health.database_check(db.ping)
+
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         interrupted = await anyio.to_thread.run_sync(db.mark_interrupted)
@@ -265,7 +272,7 @@ def build_app(settings: Settings) -> Starlette:
         await host.aclose()
 
     # The host's own routes go before the bridge's mount.
-    routes: list[BaseRoute] = [*pages.routes, *session_pages.routes, *api.routes]
+    routes: list[BaseRoute] = [*health.routes, *pages.routes, *session_pages.routes, *api.routes]
     routes += host_policy.routes  # the policy's admin API
     if metrics_app is not None:
         # Usage by model and user is not for everyone: admins only.

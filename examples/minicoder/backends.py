@@ -71,6 +71,7 @@ class Backend(Protocol):
     def ping(self) -> None: ...
     def close(self) -> None: ...
     def describe(self) -> str: ...
+    def is_disconnect(self, exc: BaseException) -> bool: ...
 
 
 def is_postgres_url(target: str) -> bool:
@@ -172,6 +173,10 @@ class SQLiteBackend:
     def close(self) -> None:
         pass
 
+    def is_disconnect(self, exc: BaseException) -> bool:
+        """SQLite has no connection to lose (a busy file is waited for)."""
+        return False
+
 
 # -- PostgreSQL -------------------------------------------------------------------
 
@@ -236,6 +241,9 @@ class PostgresBackend:
             max_size=max_size,
             kwargs={"autocommit": True},
             configure=_configure,
+            # A connection is checked as it is lent: after a server restart
+            # the stale ones are replaced instead of failing a request.
+            check=ConnectionPool.check_connection,
             open=True,
             name="minicoder",
         )
@@ -302,6 +310,17 @@ class PostgresBackend:
 
     def close(self) -> None:
         self._pool.close()
+
+    def is_disconnect(self, exc: BaseException) -> bool:
+        """Whether ``exc`` is the server gone rather than a bad statement."""
+        from psycopg_pool import PoolTimeout
+
+        psycopg = self._psycopg
+        if isinstance(exc, PoolTimeout):
+            return True
+        return isinstance(exc, psycopg.OperationalError) and not isinstance(
+            exc, psycopg.errors.QueryCanceled | psycopg.errors.LockNotAvailable
+        )
 
 
 #: The first schema version PostgreSQL databases start at.

@@ -265,6 +265,11 @@ class Database:
         """Let go of the database (the pool's connections)."""
         self.backend.close()
 
+    def is_disconnect(self, exc: BaseException) -> bool:
+        """Whether ``exc`` means the database is unreachable (worth trying
+        again) rather than that the statement was wrong."""
+        return self.backend.is_disconnect(exc)
+
     # -- users and tokens ---------------------------------------------------
 
     def create_user(self, username: str, *, admin: bool = False) -> User:

@@ -25,6 +25,7 @@ import json
 import logging
 import re
 import threading
+import time
 import uuid
 from collections import deque
 from decimal import ROUND_HALF_EVEN, Decimal
@@ -190,9 +191,13 @@ class DatabaseRecorder:
     """A bridge recorder (``create_bridge(recorder=...)``) writing to ``db``
     from one worker thread, in batches."""
 
-    def __init__(self, db: Database, *, max_batch: int = MAX_BATCH) -> None:
+    def __init__(
+        self, db: Database, *, max_batch: int = MAX_BATCH, retry_for: float = 60.0
+    ) -> None:
         self.db = db
         self.max_batch = max_batch
+        #: Seconds a batch is retried while the database is unreachable.
+        self.retry_for = retry_for
         self._queue: deque[Record] = deque()
         self._changed = threading.Condition()
         self._accepted = 0  # records taken by record()
@@ -249,20 +254,38 @@ class DatabaseRecorder:
     # -- the writer thread ------------------------------------------------
 
     def _write_loop(self) -> None:
-        with self.db.connect() as conn:
-            while True:
-                with self._changed:
-                    self._changed.wait_for(lambda: self._queue or self._closed)
-                    if not self._queue:
-                        return  # closed and drained
-                    batch = [
-                        self._queue.popleft() for _ in range(min(len(self._queue), self.max_batch))
-                    ]
-                self._write(conn, batch)
-                with self._changed:
-                    self._done += len(batch)
-                    self.batches.append(len(batch))
-                    self._changed.notify_all()
+        while True:
+            with self._changed:
+                self._changed.wait_for(lambda: self._queue or self._closed)
+                if not self._queue:
+                    return  # closed and drained
+                batch = [
+                    self._queue.popleft() for _ in range(min(len(self._queue), self.max_batch))
+                ]
+            self._write_batch(batch)
+            with self._changed:
+                self._done += len(batch)
+                self.batches.append(len(batch))
+                self._changed.notify_all()
+
+    def _write_batch(self, batch: list[Record]) -> None:
+        """``batch`` on a connection borrowed for it. While the database is
+        unreachable (PostgreSQL restarting, a failover), try again, for up
+        to :attr:`retry_for` seconds, before giving the batch up."""
+        deadline = time.monotonic() + self.retry_for
+        pause = 0.1
+        while True:
+            try:
+                with self.db.connect() as conn:
+                    self._write(conn, batch)
+                return
+            except Exception as exc:
+                if time.monotonic() + pause > deadline:
+                    logger.error("database unreachable; %d records lost: %r", len(batch), exc)
+                    return
+                logger.warning("database unreachable (%r); trying again", exc)
+                time.sleep(pause)
+                pause = min(pause * 2, 2.0)
 
     def _write(self, conn: Connection, batch: list[Record]) -> None:
         try:
@@ -276,7 +299,9 @@ class DatabaseRecorder:
                         logger.warning("no interception %s to end", record.interception_id)
             conn.execute("COMMIT")
             return
-        except Exception:
+        except Exception as exc:
+            if self.db.is_disconnect(exc):
+                raise  # not the records' fault: _write_batch tries again
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             if len(batch) == 1:
