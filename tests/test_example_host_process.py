@@ -1,5 +1,5 @@
 """The example host as a process (``python examples/host.py serve``): stopping
-it mid-stream loses no record.
+it mid-stream loses no record, on SQLite and on PostgreSQL.
 
 The host runs with "real" provider settings pointed at a fake upstream in
 the test process (``AIBRIDGE_ANTHROPIC_BASE_URL``), so the test can script a
@@ -9,7 +9,6 @@ slow stream.
 from __future__ import annotations
 
 import signal
-import sqlite3
 import subprocess
 import sys
 import threading
@@ -21,13 +20,13 @@ import pytest
 
 from aibridge_asgi.testing import ANTHROPIC_KEY, FakeResponse, FakeUpstream, ServerThread, streams
 
-from .test_example_host import ROOT, HostProcess, host_command, messages, spawn_host
+from .test_example_host import ROOT, Database, HostProcess, host_command, messages, spawn_host
 
 # Spawns host processes: deselected by -m 'not slow'.
 pytestmark = pytest.mark.slow
 
 
-def _spawn(db: Path, upstream: ServerThread, *extra: str) -> HostProcess:
+def _spawn(db: Path | str, upstream: ServerThread, *extra: str) -> HostProcess:
     env = {
         "ANTHROPIC_API_KEY": ANTHROPIC_KEY,
         "OPENAI_API_KEY": "",
@@ -68,15 +67,22 @@ class Streamer(threading.Thread):
             self.started.set()
 
 
-def _rows(db: Path, sql: str, *params: Any) -> list[tuple[Any, ...]]:
-    with sqlite3.connect(db) as conn:
-        return conn.execute(sql, params).fetchall()
+def _rows(target: Path | str, sql: str, *params: Any) -> list[tuple[Any, ...]]:
+    db = Database(target, migrate=False)
+    try:
+        with db.connect() as conn:
+            return [tuple(row) for row in conn.execute(sql, params)]
+    finally:
+        db.close()
+
+
+ENDED = "CASE WHEN ended_at IS NOT NULL THEN 1 ELSE 0 END"
 
 
 def test_sigterm_mid_stream_finishes_the_stream_and_loses_nothing(
-    tmp_path: Path, fake: FakeUpstream, upstream: ServerThread
+    db_target: str, fake: FakeUpstream, upstream: ServerThread
 ) -> None:
-    db = tmp_path / "host.db"
+    db = db_target
     events = streams.anthropic_events(
         "A slow answer, piece by piece.",
         pieces=10,
@@ -94,7 +100,7 @@ def test_sigterm_mid_stream_finishes_the_stream_and_loses_nothing(
     assert streamer.body.endswith(events[-1])  # the client got the whole answer
     [row] = _rows(
         db,
-        "SELECT id, status, http_status, ended_at IS NOT NULL FROM aibridge_interceptions",
+        f"SELECT id, status, http_status, {ENDED} FROM aibridge_interceptions",
     )
     assert row == (streamer.interception_id, "completed", 200, 1)
     assert _rows(db, "SELECT input_tokens, output_tokens FROM aibridge_token_usages") == [(30, 12)]
@@ -102,9 +108,9 @@ def test_sigterm_mid_stream_finishes_the_stream_and_loses_nothing(
 
 
 def test_sigterm_past_the_grace_period_records_the_cancellation(
-    tmp_path: Path, fake: FakeUpstream, upstream: ServerThread
+    db_target: str, fake: FakeUpstream, upstream: ServerThread
 ) -> None:
-    db = tmp_path / "host.db"
+    db = db_target
     events = streams.anthropic_events("Never finished.")
     fake.enqueue(FakeResponse.sse(events[:3], hang=float("inf")))  # starts, then hangs
     host = _spawn(db, upstream, "--graceful-timeout", "0.3")
@@ -115,7 +121,7 @@ def test_sigterm_past_the_grace_period_records_the_cancellation(
     streamer.join(10)
     [row] = _rows(
         db,
-        "SELECT id, status, error, ended_at IS NOT NULL FROM aibridge_interceptions",
+        f"SELECT id, status, error, {ENDED} FROM aibridge_interceptions",
     )
     assert row == (streamer.interception_id, "cancelled", "bridge shut down during the call", 1)
     # What the bridge had recorded before the end is there too.
@@ -123,10 +129,10 @@ def test_sigterm_past_the_grace_period_records_the_cancellation(
 
 
 def test_tokens_made_while_serving_work_at_once(
-    tmp_path: Path, fake: FakeUpstream, upstream: ServerThread
+    db_target: str, fake: FakeUpstream, upstream: ServerThread
 ) -> None:
     """``create-user`` from another process, against the live database."""
-    db = tmp_path / "host.db"
+    db = db_target
     host = _spawn(db, upstream)
     try:
         token = subprocess.run(
