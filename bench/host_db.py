@@ -153,6 +153,71 @@ def bench_sqlite(batches: int, size: int) -> None:
             report("sqlite3: one INSERT per row", timed(per_row), batches, size)
 
 
+def bench_recorder(target: str, name: str, interceptions: int = 2000) -> None:
+    """The host's recorder end to end: interceptions of six records each
+    (start, prompt, tool, thought, tokens, end) queued at once, timed
+    until written."""
+    from datetime import UTC, datetime
+
+    from minicoder.db import Database
+    from minicoder.recorder import DatabaseRecorder
+
+    from aibridge_asgi import (
+        Actor,
+        InterceptionEnded,
+        InterceptionStarted,
+        ModelThought,
+        PromptUsage,
+        TokenUsage,
+        ToolUsage,
+    )
+
+    db = Database(target)
+    recorder = DatabaseRecorder(db)
+    now = datetime.now(UTC)
+    records: list[Any] = []
+    for _ in range(interceptions):
+        i = str(uuid.uuid4())
+        actor = Actor("u-1", {"api_key_id": "k1"})
+        records += [
+            InterceptionStarted(
+                i,
+                actor,
+                "anthropic",
+                "anthropic",
+                "claude-sonnet-4-5",
+                "/v1/messages",
+                True,
+                "Claude Code",
+                "s-1",
+                "claude-cli/2",
+                now,
+                {},
+            ),
+            PromptUsage(i, "msg_1", "Fix the test"),
+            ToolUsage(i, "msg_1", "Read", "toolu_1", {"file_path": "a.py"}),
+            ModelThought(i, "Look at a.py", "thinking"),
+            TokenUsage(i, "msg_1", 10, 20, 300, 4, {}),
+            InterceptionEnded(i, now, "completed", 200),
+        ]
+
+    async def run() -> None:
+        for record in records:
+            await recorder.record(record)
+
+    start = time.perf_counter()
+    asyncio.run(run())
+    recorder.flush_sync()
+    seconds = time.perf_counter() - start
+    recorder.close()
+    db.close()
+    print(
+        f"{'recorder, ' + name:<34} {len(records) / seconds:>10,.0f} records/s"
+        f" ({interceptions / seconds:,.0f} interceptions/s, mean batch"
+        f" {sum(recorder.batches) / len(recorder.batches):.0f})"
+    )
+
+
 def bench_reads(url: str, n: int = 200) -> None:
     from minicoder import queries
     from minicoder.db import Database
@@ -188,6 +253,11 @@ def main() -> None:
         except ImportError:
             print("asyncpg: not installed")
         bench_reads(url)
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as tmp:
+            bench_recorder(str(Path(tmp) / "r.db"), "SQLite")
+        bench_recorder(url, "PostgreSQL (COPY)")
     finally:
         if server is not None:
             server.stop()
