@@ -75,6 +75,11 @@ class Settings:
     requests_per_minute: int = 0
     #: Policy state shared by workers (``serve --workers N``); None: in memory.
     redis_url: str | None = None
+    #: Mark interceptions an earlier run left without an end ``interrupted``
+    #: at start. ``serve --workers N`` does it once, before its workers
+    #: start, and turns it off in them (a worker restarted later must not
+    #: mark its siblings' calls in flight).
+    mark_interrupted: bool = True
 
     @property
     def offline(self) -> bool:
@@ -263,7 +268,9 @@ def build_app(settings: Settings) -> Starlette:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        interrupted = await anyio.to_thread.run_sync(db.mark_interrupted)
+        interrupted = 0
+        if settings.mark_interrupted:
+            interrupted = await anyio.to_thread.run_sync(db.mark_interrupted)
         if interrupted:
             logger.warning("%d interceptions of an earlier run never ended", interrupted)
         yield

@@ -14,6 +14,8 @@ several hosts). ``create-user`` prints the new token alone on stdout
 (creating the user if needed; ``--admin`` makes them an admin); it expires
 after ``--days`` (default 30; 0: never). ``revoke-token`` ends a token at
 once: give the token or its key id (the part before the first ``-``).
+``serve --workers N`` runs N worker processes on the one socket (use
+PostgreSQL for that: docs/deployment.md).
 ``--port 0`` picks a free port; the banner says which. ``--workers N``
 runs N processes on the one socket (give them PostgreSQL: docs/deployment.md);
 give them ``--redis URL`` so that budgets and rate limits (``--rpm``, requests
@@ -168,19 +170,37 @@ def serve(args: argparse.Namespace) -> int:
 
 
 def _serve_workers(args: argparse.Namespace, sock: socket.socket, settings: Settings) -> int:
-    """N uvicorn worker processes on one socket, each building its own app."""
+    """N uvicorn worker processes on one socket, each building its own app
+    (its own bridge, recorder and database pool). What only one process
+    should do is done here first: migrating, marking what an earlier run
+    left in flight, the demo token. uvicorn restarts a worker that dies;
+    SIGTERM to the parent stops them all, each finishing its calls and
+    writing its records."""
     import uvicorn
     from uvicorn.supervisors import Multiprocess
 
+    log = logging.getLogger("minicoder")
     db = Database(settings.db_path)
+    if db.kind == "sqlite":
+        log.warning(
+            "%d workers on one SQLite file: fine on one machine; use PostgreSQL to"
+            " share the records between machines",
+            args.workers,
+        )
+    interrupted = db.mark_interrupted()
+    if interrupted:
+        log.warning("%d interceptions of an earlier run never ended", interrupted)
     token = demo_token(db)
-    providers = (
-        ["anthropic", "openai"]
-        if settings.offline
-        else [n for n in ("anthropic", "openai") if getattr(settings, f"{n}_key")]
-    )
+    db.close()
+    keys = {
+        "anthropic": settings.anthropic_key,
+        "openai": settings.openai_key,
+        "gemini": settings.gemini_key,
+    }
+    providers = list(keys) if settings.offline else [name for name, key in keys.items() if key]
     print(banner(settings, providers, token, settings.url), flush=True)
     print(f"Workers: {args.workers}; policy state in {settings.redis_url or 'memory'}", flush=True)
+    settings = dataclasses.replace(settings, mark_interrupted=False)
     os.environ[SETTINGS_ENV] = json.dumps(dataclasses.asdict(settings))
     config = uvicorn.Config(
         "minicoder.cli:app_from_env",
