@@ -268,11 +268,10 @@ def build_app(settings: Settings) -> Starlette:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        interrupted = 0
-        if settings.mark_interrupted:
+        if settings.mark_interrupted:  # (serve --workers N: done before the workers)
             interrupted = await anyio.to_thread.run_sync(db.mark_interrupted)
-        if interrupted:
-            logger.warning("%d interceptions of an earlier run never ended", interrupted)
+            if interrupted:
+                logger.warning("%d interceptions of an earlier run never ended", interrupted)
         yield
         # Starlette does not pass lifespan events to mounted apps: close the
         # bridge here. Then the recorder, which writes what is still queued.
