@@ -48,7 +48,10 @@ class PostgresServer:
 
     def __init__(self) -> None:
         self.bindir = _bindir()
-        self.dir = Path(tempfile.mkdtemp(prefix="aibridge-pg-"))
+        # As root the server's user must reach the directory: under /tmp,
+        # whatever TMPDIR says (it may be inside root's home).
+        where = "/tmp" if os.geteuid() == 0 else None
+        self.dir = Path(tempfile.mkdtemp(prefix="aibridge-pg-", dir=where))
         self.port = 0
         self.process: subprocess.Popen[bytes] | None = None
         self._names = itertools.count(1)
