@@ -188,6 +188,7 @@ def test_postgresql_spellings() -> None:
         "SELECT CAST(strftime('%s', i.started_at) AS INTEGER)"
     )
     assert postgres_sql("GROUP_CONCAT(DISTINCT i.model)") == "STRING_AGG(DISTINCT i.model, ',')"
+    assert "information_schema.columns" in postgres_sql("PRAGMA table_info(users)")
 
 
 def test_the_password_never_shows() -> None:
@@ -205,3 +206,23 @@ def test_a_postgresql_server_that_is_not_there(tmp_path: Path) -> None:
         port = s.getsockname()[1]
     with pytest.raises(SchemaError, match="cannot reach PostgreSQL at postgresql://x:\\*\\*\\*@"):
         backends.PostgresBackend(f"postgresql://x:pw@127.0.0.1:{port}/db", timeout=1)
+
+
+def test_a_column_some_files_already_have_is_not_added_twice(db_target: str) -> None:
+    """A migration adding a column a file got earlier (before the migration
+    was numbered) passes over it, on both databases."""
+    db = Database(db_target)
+    backend = db.backend
+    with db.connect() as conn:
+        conn.execute("ALTER TABLE users ADD COLUMN nickname TEXT")
+    with db.connect() as conn:
+        if db.kind == "sqlite":
+            conn.execute("PRAGMA user_version = 2")
+        else:
+            conn.execute("UPDATE schema_version SET version = 2")
+    later = (*MIGRATIONS, (SCHEMA_VERSION + 1, ("ALTER TABLE users ADD COLUMN nickname TEXT",)))
+    assert backend.migrate(later) == (SCHEMA_VERSION, SCHEMA_VERSION + 1)
+    with db.connect() as conn:
+        names = [row["name"] for row in conn.execute("PRAGMA table_info(users)")]
+    assert names == ["id", "username", "is_admin", "created_at", "nickname"]
+    db.close()

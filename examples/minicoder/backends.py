@@ -158,7 +158,8 @@ class SQLiteBackend:
                 for number, statements in migrations:
                     if number > version:
                         for sql in statements:
-                            conn.execute(sql)
+                            if not _column_exists(conn, sql):
+                                conn.execute(sql)
                 conn.execute(f"PRAGMA user_version = {latest}")
                 conn.execute("COMMIT")
             except BaseException:
@@ -178,8 +179,23 @@ class SQLiteBackend:
         return False
 
 
+_ADD_COLUMN = re.compile(r"ALTER TABLE (\w+) ADD COLUMN (\w+)")
+
+
+def _column_exists(conn: sqlite3.Connection, sql: str) -> bool:
+    """Whether ``sql`` adds a column the table already has (some files got
+    a column before the migration that adds it was numbered); SQLite has no
+    ``ADD COLUMN IF NOT EXISTS``."""
+    match = _ADD_COLUMN.match(sql)
+    if match is None:
+        return False
+    table, column = match.groups()
+    return any(row["name"] == column for row in conn.execute(f"PRAGMA table_info({table})"))
+
+
 # -- PostgreSQL -------------------------------------------------------------------
 
+_TABLE_INFO = re.compile(r"PRAGMA table_info\((\w+)\)")
 _EPOCH = re.compile(r"CAST\(strftime\('%s', ([\w.]+)\) AS INTEGER\)")
 _GROUP_CONCAT = re.compile(r"GROUP_CONCAT\(DISTINCT ([\w.]+)\)")
 
@@ -191,6 +207,13 @@ def postgres_sql(sql: str) -> str:
     sql = _EPOCH.sub(r"CAST(EXTRACT(EPOCH FROM CAST(\1 AS timestamptz)) AS BIGINT)", sql)
     sql = _GROUP_CONCAT.sub(r"STRING_AGG(DISTINCT \1, ',')", sql)
     sql = sql.replace("BEGIN IMMEDIATE", "BEGIN")
+    # (cid, name, type) of a table's columns, in order, as SQLite gives them
+    sql = _TABLE_INFO.sub(
+        r"SELECT ordinal_position - 1 AS cid, column_name AS name, data_type AS type"
+        r" FROM information_schema.columns WHERE table_schema = current_schema()"
+        r" AND table_name = '\1' AND column_name <> 'rowid' ORDER BY ordinal_position",
+        sql,
+    )
     return sql.replace("%", "%%").replace("?", "%s")
 
 
@@ -198,11 +221,12 @@ _CREATE_TABLE = re.compile(r"CREATE TABLE (\w+) \(")
 
 
 def postgres_ddl(sql: str) -> str:
-    """A ``CREATE`` statement of the schema as PostgreSQL's: ``BYTEA`` for
+    """A statement of the schema as PostgreSQL's: ``BYTEA`` for
     ``BLOB``, ``BIGINT`` for ``INTEGER`` (token counts and amounts in
     10^-12 USD outgrow 32 bits), and an explicit ``rowid`` (SQLite's
     implicit one: insertion order) on the record tables."""
     sql = sql.replace(" BLOB", " BYTEA").replace(" INTEGER", " BIGINT")
+    sql = sql.replace(" ADD COLUMN ", " ADD COLUMN IF NOT EXISTS ")
     match = _CREATE_TABLE.match(sql)
     if (
         match
