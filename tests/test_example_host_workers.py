@@ -242,6 +242,15 @@ def test_two_workers_on_postgresql_lose_nothing(
                 item = by_id[s.interception_id]
                 assert item["status"] == "completed"
                 assert [t["output_tokens"] for t in item["token_usages"]] == [12]
+            # The same answers whichever worker serves them: sessions (one
+            # per interception here: no client session ids), spend, the page.
+            auth = {"authorization": f"Bearer {host.token}"}
+            with httpx.Client(base_url=host.url, headers=auth, timeout=60) as client:
+                for _ in range(4):
+                    r = client.get("/api/v2/aibridge/sessions", params={"limit": 1})
+                    assert r.status_code == 200 and r.json()["count"] == 556
+                    page = client.get("/usage")
+                    assert page.status_code == 200 and "556" in page.text
             # The stopped worker was replaced.
             deadline = time.monotonic() + 30
             while victim in _workers(host.process.pid) or len(_workers(host.process.pid)) < 2:
