@@ -33,6 +33,7 @@ start_host = test_example_host.start_host  # the fixture
 # test_example_host put examples/ on sys.path
 Retention = importlib.import_module("minicoder.app").Retention
 SCHEMA = importlib.import_module("minicoder.db").SCHEMA
+SCHEMA_VERSION = importlib.import_module("minicoder.db").SCHEMA_VERSION
 Database = importlib.import_module("minicoder.db").Database
 SQLiteRecorder = importlib.import_module("minicoder.recorder").SQLiteRecorder
 D = Decimal
@@ -431,7 +432,7 @@ def test_a_version_1_database_gains_the_new_tables(tmp_path: Path) -> None:
         conn.execute("PRAGMA user_version = 1")
     Database(path)
     with sqlite3.connect(path) as conn:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == 2
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
         tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
         assert {"aibridge_costs", "aibridge_tool_results"} <= tables
 

@@ -85,3 +85,35 @@ def test_records_wait_out_a_database_restart() -> None:
         db.close()
     finally:
         server.stop()
+
+
+def test_readyz_checks_redis_when_the_workers_share_it(
+    db_target: str, client: httpx.Client
+) -> None:
+    """With ``--redis`` the policy state lives in Redis: /readyz checks it
+    too, and says which of the two is down."""
+    from aibridge_asgi.testing import ServerThread
+
+    from .redis_server import RedisServer
+    from .test_example_host import Settings, _Later, build_app
+
+    redis = RedisServer()  # its own server: this test stops it
+    later = _Later()
+    server = ServerThread(later, lifespan="on")
+    app = build_app(Settings(db_path=db_target, url=server.url, redis_url=redis.url))
+    later.app = app
+    try:
+        server.start()
+        r = client.get(server.url + "/readyz")
+        assert r.status_code == 200
+        assert r.json()["checks"] == {"database": "ok", "redis": "ok"}
+        redis.stop()
+        r = client.get(server.url + "/readyz", timeout=30)
+        assert r.status_code == 503
+        assert r.json() == {
+            "status": "unavailable",
+            "checks": {"database": "ok", "redis": "unreachable"},
+        }
+    finally:
+        server.stop()
+        redis.stop()

@@ -31,6 +31,7 @@ from starlette.types import ASGIApp
 
 from aibridge_asgi import Bridge, BridgeHooks, create_bridge
 from aibridge_asgi.limits import DEFAULT_MAX_BODY_SIZE
+from aibridge_asgi.policy import RedisStore
 from aibridge_asgi.testing import ANTHROPIC_KEY, GOOGLE_KEY, OPENAI_KEY, FakeUpstream
 
 from . import api, health, pages, session_pages
@@ -265,6 +266,8 @@ def build_app(settings: Settings) -> Starlette:
 
     # /readyz: the database answers (docs/deployment.md).
     host.ready_checks["database"] = health.database_check(db.ping)
+    if isinstance(policy.store, RedisStore):  # and Redis, when the workers share it
+        host.ready_checks["redis"] = health.redis_check(policy.store.client)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

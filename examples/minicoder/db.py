@@ -157,9 +157,30 @@ SCHEMA_V2 = (
     "CREATE INDEX idx_aibridge_interceptions_session ON aibridge_interceptions (client_session_id)",
 )
 
-#: Added in schema version 3: API tokens expire (``NULL``: never). (Files of
-#: the version before may have the column already: the migration passes.)
-SCHEMA_V3 = ("ALTER TABLE api_keys ADD COLUMN expires_at TEXT",)
+#: The policy's groups (a monthly budget, the models allowed), their
+#: members, and budgets of single users (:mod:`.policy`).
+POLICY_TABLES = (
+    """CREATE TABLE IF NOT EXISTS policy_groups (
+        name TEXT PRIMARY KEY,
+        monthly_budget TEXT,
+        models TEXT
+    )""",
+    """CREATE TABLE IF NOT EXISTS policy_group_members (
+        group_name TEXT NOT NULL REFERENCES policy_groups (name) ON DELETE CASCADE,
+        user_id TEXT NOT NULL,
+        PRIMARY KEY (group_name, user_id)
+    )""",
+    """CREATE TABLE IF NOT EXISTS policy_user_budgets (
+        user_id TEXT PRIMARY KEY,
+        monthly_budget TEXT NOT NULL
+    )""",
+)
+
+#: Added in schema version 3: API tokens expire (``NULL``: never), and the
+#: policy's tables. Hosts of the version before added the column and made
+#: the tables at start, outside the migrations: these statements pass over
+#: what is there (``IF NOT EXISTS``).
+SCHEMA_V3 = ("ALTER TABLE api_keys ADD COLUMN expires_at TEXT", *POLICY_TABLES)
 
 #: Every schema version and the statements that reach it from the one
 #: before. Add a version at the end; never edit a released one.

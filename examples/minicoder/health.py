@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import anyio
 import anyio.to_thread
@@ -33,6 +34,16 @@ def database_check(ping: Callable[[], None]) -> Check:
 
     async def check() -> None:
         await anyio.to_thread.run_sync(ping, abandon_on_cancel=True)
+
+    return check
+
+
+def redis_check(client: Any) -> Check:
+    """A ``PING`` to the Redis the policy state lives in (a
+    ``redis.asyncio.Redis``)."""
+
+    async def check() -> None:
+        await client.ping()
 
     return check
 

@@ -65,24 +65,10 @@ from aibridge_asgi.policy import (
 
 from .api import error
 from .auth import current_user
-from .db import Database, User
+from .db import POLICY_TABLES, Database, User
 
-TABLES = (
-    """CREATE TABLE IF NOT EXISTS policy_groups (
-        name TEXT PRIMARY KEY,
-        monthly_budget TEXT,
-        models TEXT
-    )""",
-    """CREATE TABLE IF NOT EXISTS policy_group_members (
-        group_name TEXT NOT NULL REFERENCES policy_groups (name) ON DELETE CASCADE,
-        user_id TEXT NOT NULL,
-        PRIMARY KEY (group_name, user_id)
-    )""",
-    """CREATE TABLE IF NOT EXISTS policy_user_budgets (
-        user_id TEXT PRIMARY KEY,
-        monthly_budget TEXT NOT NULL
-    )""",
-)
+#: The policy's tables (schema version 3 of :mod:`.db`, made by its migrations).
+TABLES = POLICY_TABLES
 
 
 @dataclass
@@ -110,9 +96,6 @@ class HostPolicy:
         self.requests_per_minute = requests_per_minute
         self.refresh = refresh
         self.store: Store = RedisStore(redis_url) if redis_url else MemoryStore()
-        with db.connect() as conn:
-            for statement in TABLES:
-                conn.execute(statement)
         self._snapshot = Snapshot()
         self._read_at = 0.0
         self.budget = Budget(self.budget_for, "month", self.store)
