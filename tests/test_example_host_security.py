@@ -39,8 +39,11 @@ EVIL = "https://evil.example"
 
 
 @pytest.fixture
-def app(tmp_path: Path) -> Any:
-    return build_app(Settings(db_path=str(tmp_path / "host.db"), url=HOST))
+def app(db_target: str) -> Iterator[Any]:
+    """The host on a SQLite file, then on PostgreSQL (the ``db_target`` fixture)."""
+    app = build_app(Settings(db_path=db_target, url=HOST))
+    yield app
+    app.state.db.close()
 
 
 @pytest.fixture
@@ -343,6 +346,7 @@ def test_old_database_files_gain_token_expiry(tmp_path: Path) -> None:
     Database(path)
     with sqlite3.connect(path) as conn:  # a file from before expiry existed
         conn.execute("ALTER TABLE api_keys DROP COLUMN expires_at")
+        conn.execute("PRAGMA user_version = 2")  # schema version 3 added it
     db = Database(path)
     token = db.new_token(db.create_user("carol").id)
     assert db.token_owner(token) is not None

@@ -1,4 +1,4 @@
-"""The command line: ``serve``, ``create-user`` and ``migrate``.
+"""The command line: ``serve``, ``create-user``, ``revoke-token`` and ``migrate``.
 
     python examples/host.py serve [--host 127.0.0.1] [--port 8080] [--db FILE|URL]
                                   [--workers N] [--redis URL] [--rpm N]
@@ -14,8 +14,6 @@ several hosts). ``create-user`` prints the new token alone on stdout
 (creating the user if needed; ``--admin`` makes them an admin); it expires
 after ``--days`` (default 30; 0: never). ``revoke-token`` ends a token at
 once: give the token or its key id (the part before the first ``-``).
-``serve --workers N`` runs N worker processes on the one socket (use
-PostgreSQL for that: docs/deployment.md).
 ``--port 0`` picks a free port; the banner says which. ``--workers N``
 runs N processes on the one socket (give them PostgreSQL: docs/deployment.md);
 give them ``--redis URL`` so that budgets and rate limits (``--rpm``, requests

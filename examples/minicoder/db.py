@@ -250,6 +250,8 @@ class Database:
     ``postgresql://`` URL), migrated to :data:`SCHEMA_VERSION` on opening."""
 
     def __init__(self, target: str | Path, *, migrate: bool = True) -> None:
+        #: What ``--db`` said: the SQLite path or the URL (with any password).
+        self.target = str(target)
         self.backend: Backend = open_backend(target)
         #: (version before, version after) of the migration run on opening.
         self.migrated: tuple[int, int] | None = None
@@ -259,6 +261,11 @@ class Database:
             except BaseException:
                 self.backend.close()
                 raise
+
+    @property
+    def path(self) -> str:
+        """:attr:`target` (its name when SQLite was the only database)."""
+        return self.target
 
     @property
     def kind(self) -> str:
