@@ -18,7 +18,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import IO, Any
@@ -135,6 +135,8 @@ class HostProcess:
     url: str
     token: str
     banner: str
+    #: What the process printed after its banner (filled while it runs).
+    output: list[str] = field(default_factory=list)
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> int:
         if self.process.poll() is None:
@@ -197,7 +199,7 @@ def spawn_host(
                 process.kill()
                 raise
             time.sleep(0.05)
-    return HostProcess(process, url.group(1), token.group(1), banner)
+    return HostProcess(process, url.group(1), token.group(1), banner, drained)
 
 
 def host_command(db: Path, *extra: str) -> list[str]:

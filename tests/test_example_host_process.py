@@ -155,3 +155,24 @@ def test_tokens_made_while_serving_work_at_once(
         db, "SELECT username FROM aibridge_interceptions JOIN users ON users.id = initiator_id"
     )
     assert username == "dave"
+
+
+def test_the_access_log_never_shows_a_token_sent_as_key_in_the_query(tmp_path: Path) -> None:
+    """Gemini clients may send their key as ``?key=``: the host's access log
+    (uvicorn's, printed on stdout) keeps the request line but not the token."""
+    env = {"ANTHROPIC_API_KEY": "", "OPENAI_API_KEY": "", "GEMINI_API_KEY": ""}
+    host = spawn_host(host_command(tmp_path / "host.db"), env=env)
+    try:
+        path = "/api/v2/aibridge/gemini/v1beta/models/gemini-2.5-flash:generateContent"
+        body = {"contents": [{"role": "user", "parts": [{"text": "hi"}]}]}
+        statuses = [
+            httpx.post(f"{host.url}{path}?alt=json&{spelling}={host.token}", json=body).status_code
+            for spelling in ("key", "KEY", "k%65y")
+        ]
+        assert statuses[0] == 200  # the token was taken from the query
+    finally:
+        host.stop()
+    log = "".join(host.output)
+    assert log.count("generateContent?alt=json&") == 3, log
+    assert "key=[redacted]" in log and "k%65y=[redacted]" in log
+    assert host.token not in log

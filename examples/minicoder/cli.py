@@ -39,6 +39,7 @@ from datetime import timedelta
 from .app import BRIDGE_PREFIX, DEFAULT_DB, Settings, build_app
 from .backends import describe, redact
 from .db import Database
+from .logs import log_config
 
 #: How ``serve --workers N`` hands the settings to its worker processes.
 SETTINGS_ENV = "MINICODER_SETTINGS"
@@ -154,6 +155,7 @@ def serve(args: argparse.Namespace) -> int:
     config = uvicorn.Config(
         app,
         log_level="info",
+        log_config=log_config(),
         lifespan="on",
         # On SIGTERM/Ctrl+C, let running calls finish this long, then cancel
         # them (they end "cancelled"); the lifespan then writes every record.
@@ -205,6 +207,7 @@ def _serve_workers(args: argparse.Namespace, sock: socket.socket, settings: Sett
         factory=True,
         workers=args.workers,
         log_level="info",
+        log_config=log_config(),
         lifespan="on",
         timeout_graceful_shutdown=args.graceful_timeout,
     )
