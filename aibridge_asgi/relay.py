@@ -292,6 +292,10 @@ async def relay_stream(
                 except zlib.error:
                     broke = UpstreamStreamError(f"upstream sent corrupt {encoding!r} data")
                     break
+            if observing and scanner.idle and api.passes_over(item):
+                # Nothing in it for the observer: on as it came, unsplit.
+                await send({"type": "http.response.body", "body": item, "more_body": True})
+                continue
             try:
                 events = scanner.feed(item)
             except EventTooLarge as exc:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-__all__ = ["EventTooLarge", "SSEEvent", "SSEScanner"]
+__all__ = ["EventTooLarge", "SSEEvent", "SSEScanner", "data_only_events", "named_events"]
 
 _LINE_END = re.compile(rb"\r\n|\r|\n")
 
@@ -158,6 +158,50 @@ class SSEScanner:
         elif name == b"event":
             self._event = value.decode("utf-8", "replace")
 
+    @property
+    def idle(self) -> bool:
+        """Whether no partial event is held (the next byte starts an event)."""
+        return not self._buf
+
     def pending(self) -> bytes:
         """The bytes of the incomplete event at the end of what was fed."""
         return bytes(self._buf)
+
+
+def _whole(chunk: bytes) -> bool:
+    """``chunk`` ends an event, and splits into whole LF-terminated events
+    with no empty block (the shape :meth:`SSEScanner.feed` splits fastest)."""
+    return chunk.endswith(b"\n\n") and b"\r" not in chunk and b"\n\n\n" not in chunk
+
+
+def named_events(chunk: bytes) -> int:
+    """How many events ``chunk`` holds when it is whole LF-terminated events,
+    each one ``event: NAME`` line followed only by ``data: `` lines; else 0.
+
+    A relay can then read each event's name as the line that starts the
+    chunk or follows a blank line (``b"\\n\\nevent: NAME\\n"``) without
+    splitting the chunk: no other line of it is an ``event:`` field. Only
+    byte counts are taken (no per-event object is built).
+    """
+    if not chunk.startswith(b"event: ") or not _whole(chunk):
+        return 0
+    n = chunk.count(b"\n\n")
+    names = chunk.count(b"\nevent: ")
+    # Every line but the first follows one LF; blocks 2..n start with a name
+    # line, no other line does, and every other line is a data line.
+    if names != n - 1 or chunk.count(b"\n\nevent: ") != names:
+        return 0
+    if 1 + names + chunk.count(b"\ndata: ") != chunk.count(b"\n") - n:
+        return 0
+    return n
+
+
+def data_only_events(chunk: bytes) -> int:
+    """How many events ``chunk`` holds when it is whole LF-terminated events
+    made of ``data: `` lines only (no name, id or comment); else 0."""
+    if not chunk.startswith(b"data: ") or not _whole(chunk):
+        return 0
+    n = chunk.count(b"\n\n")
+    if 1 + chunk.count(b"\ndata: ") != chunk.count(b"\n") - n:
+        return 0
+    return n

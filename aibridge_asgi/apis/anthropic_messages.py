@@ -14,7 +14,7 @@ from typing import Any
 
 from ..records import TokenUsage
 from ..routing import MESSAGES
-from ..sse import SSEEvent
+from ..sse import SSEEvent, named_events
 from .base import ApiInterception, ReturnedResult, parse_args, text_of_parts
 
 __all__ = ["MessagesInterception"]
@@ -22,6 +22,10 @@ __all__ = ["MessagesInterception"]
 # content_block_delta events we need to parse; text deltas are skipped
 # without decoding JSON (the substring test can only err towards parsing).
 _NEEDED_DELTAS = ('"input_json_delta"', '"thinking_delta"')
+_TOOL_DELTA, _THINKING_DELTA = (n.encode() for n in _NEEDED_DELTAS)
+_TEXT_DELTA = b"event: content_block_delta\n"
+_PING = b"event: ping\n"
+_PASSED_NAMES = frozenset({b"content_block_delta", b"ping"})
 
 
 class MessagesInterception(ApiInterception):
@@ -71,6 +75,23 @@ class MessagesInterception(ApiInterception):
         ]
 
     # -- streaming ----------------------------------------------------------
+
+    def passes_over(self, chunk: bytes) -> bool:
+        # Every event a text/signature delta or a ping: their names start the
+        # chunk or follow a blank line, and no other line is a name.
+        n = named_events(chunk)
+        if n == 1:
+            if chunk[7 : chunk.index(b"\n")] not in _PASSED_NAMES:
+                return False
+        elif not n:
+            return False
+        else:
+            skipped = chunk.count(b"\n\n" + _TEXT_DELTA) + chunk.count(b"\n\n" + _PING)
+            if chunk.startswith((_TEXT_DELTA, _PING)):
+                skipped += 1
+            if skipped != n:
+                return False
+        return _TOOL_DELTA not in chunk and _THINKING_DELTA not in chunk
 
     def on_event(self, event: SSEEvent) -> bool:
         data = event.data

@@ -171,6 +171,14 @@ class ApiInterception:
         """Observe one SSE event; return False to keep it from the client."""
         raise NotImplementedError
 
+    def passes_over(self, chunk: bytes) -> bool:
+        """Whether :meth:`on_event` would pass over every event in ``chunk``
+        without reading it: no record, no state change, and each event
+        relayed. A relay may then send ``chunk`` on without splitting it into
+        events. ``chunk`` is one read of the stream, taken when no partial
+        event is pending. By default False (every event is shown)."""
+        return False
+
     def on_body(self, body: bytes) -> None:
         """Observe a whole non-streamed JSON response body."""
         raise NotImplementedError

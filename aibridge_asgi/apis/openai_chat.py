@@ -15,7 +15,7 @@ from typing import Any
 
 from ..records import TokenUsage
 from ..routing import CHAT_COMPLETIONS
-from ..sse import SSEEvent
+from ..sse import SSEEvent, data_only_events
 from .base import ApiInterception, ReturnedResult, parse_args, text_of_parts
 
 __all__ = ["ChatCompletionsInterception", "member_spans", "with_include_usage"]
@@ -155,6 +155,16 @@ class ChatCompletionsInterception(ApiInterception):
         return with_include_usage(raw, self.body) if self.adds_usage else raw
 
     # -- streaming ----------------------------------------------------------
+
+    def passes_over(self, chunk: bytes) -> bool:
+        # Once the id is known, chunks without tool calls, errors, usage
+        # (beyond "usage": null) or [DONE] are not read (as in on_event).
+        if not self.response_id or not data_only_events(chunk):
+            return False
+        if b'"tool_calls"' in chunk or b'"error"' in chunk or b"[DONE]" in chunk:
+            return False
+        usage = chunk.count(b'"usage"')
+        return not usage or usage == (chunk.count(b'"usage":null') + chunk.count(b'"usage": null'))
 
     def on_event(self, event: SSEEvent) -> bool:
         data = event.data

@@ -1,0 +1,324 @@
+"""CPU the bridge spends per request and per relayed event, in process.
+
+    .venv/bin/python bench/inprocess.py [--n 2000] [--events 200] [--profile]
+
+No sockets: the bridge's ASGI app is called directly, its upstream seam is a
+stub that answers pre-built bytes (the streams of
+``aibridge_asgi.testing.streams``), and ``send`` drops what it gets. So the
+figures are the bridge's own work (auth, parsing, records, relay, pricing,
+hooks), measured with ``time.process_time`` over many calls, which a loaded
+machine disturbs far less than wall-clock throughput. The time of the stub
+and of the harness is measured the same way (``--bare``: a handler that only
+reads the body and answers the stub's bytes) and printed for reference.
+
+Rows: ``json`` (non-streaming, round-robin over the three APIs), and per API
+a stream of ``--events`` events delivered one event per read (as at low
+load) and 16 events per read (as under load); ``us/event`` is the CPU of a
+``--events`` stream less that of a 10-event stream, over the difference in
+events. Configurations: ``plain`` (the default bridge with its default price
+book), ``policy`` (plus a memory-store policy, when the installed bridge has
+one), ``extras`` (plus the Prometheus and OpenTelemetry hooks, when
+installed; ``--trace-records`` traces every record as spans, the old way).
+``--profile`` prints a cProfile of the plain configuration instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import cProfile
+import gc
+import inspect
+import json
+import pstats
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
+from typing import Any
+
+from aibridge_asgi import Actor, create_bridge
+from aibridge_asgi.testing import InMemoryRecorder, streams
+
+EVENTS_PER_READ_UNDER_LOAD = 16
+TOKEN = "bench-token"
+ACTOR = Actor("bench")
+
+PATHS = {
+    "anthropic": "/anthropic/v1/messages",
+    "chat": "/openai/v1/chat/completions",
+    "responses": "/openai/v1/responses",
+}
+
+
+def request_body(api: str, stream: bool) -> bytes:
+    if api == "anthropic":
+        body: dict[str, Any] = {
+            "model": "claude-sonnet-4-5",
+            "max_tokens": 256,
+            "messages": [{"role": "user", "content": "Say hello."}],
+        }
+    elif api == "chat":
+        body = {"model": "gpt-5", "messages": [{"role": "user", "content": "Say hello."}]}
+        if stream:
+            body["stream_options"] = {"include_usage": True}
+    else:
+        body = {"model": "gpt-5", "input": "Say hello."}
+    if stream:
+        body["stream"] = True
+    return json.dumps(body).encode()
+
+
+def stream_events(api: str, n: int) -> list[bytes]:
+    """About ``n`` events of a text answer (a few are framing)."""
+    usage = streams.Usage(input_tokens=120, output_tokens=n, cache_read=30)
+    text = "hello " * n
+    if api == "anthropic":
+        return streams.anthropic_events(text, usage=usage, pieces=max(n - 7, 1))
+    if api == "chat":
+        return streams.chat_events(text, usage=usage, pieces=max(n - 4, 1))
+    return streams.response_events(text, usage=usage, pieces=max(n - 9, 1))
+
+
+def json_answer(api: str) -> bytes:
+    usage = streams.Usage(input_tokens=120, output_tokens=20, cache_read=30)
+    if api == "anthropic":
+        return json.dumps(streams.anthropic_message("Hello there.", usage=usage)).encode()
+    if api == "chat":
+        return json.dumps(streams.chat_completion("Hello there.", usage=usage)).encode()
+    return json.dumps(streams.response_object("Hello there.", usage=usage)).encode()
+
+
+class StubResponse:
+    """An upstream answer whose bytes are already here."""
+
+    def __init__(self, status: int, headers: list[tuple[bytes, bytes]], reads: Sequence[bytes]):
+        self.status = status
+        self.headers = headers
+        self._reads = reads
+
+    async def iter_raw(self) -> AsyncIterator[bytes]:
+        for read in self._reads:
+            yield read
+
+    async def aclose(self) -> None:
+        return None
+
+
+class StubUpstream:
+    """Answers every request with the next prepared answer for its path."""
+
+    def __init__(self) -> None:
+        self.answer: tuple[int, list[tuple[bytes, bytes]], Sequence[bytes]] = (200, [], [b""])
+
+    async def send(
+        self, method: str, url: str, headers: Sequence[tuple[bytes, bytes]], body: bytes
+    ) -> StubResponse:
+        status, answer_headers, reads = self.answer
+        return StubResponse(status, answer_headers, reads)
+
+    async def aclose(self) -> None:
+        return None
+
+
+SSE_HEADERS = [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache")]
+
+
+def json_headers(body: bytes) -> list[tuple[bytes, bytes]]:
+    return [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+
+
+def scope_for(path: str, body: bytes) -> dict[str, Any]:
+    return {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "root_path": "",
+        "query_string": b"",
+        "headers": [
+            (b"host", b"127.0.0.1:8000"),
+            (b"user-agent", b"bench/1.0"),
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(body)).encode()),
+            (b"authorization", f"Bearer {TOKEN}".encode()),
+            (b"anthropic-version", b"2023-06-01"),
+            (b"accept", b"*/*"),
+        ],
+        "client": ("127.0.0.1", 50000),
+        "server": ("127.0.0.1", 8000),
+    }
+
+
+App = Callable[..., Any]
+
+
+async def call(app: App, path: str, body: bytes, forever: asyncio.Future[Any]) -> None:
+    sent = [False]
+
+    async def receive() -> dict[str, Any]:
+        if not sent[0]:
+            sent[0] = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        await forever  # as a server does: no disconnect while the client waits
+        return {"type": "http.disconnect"}
+
+    async def send(message: dict[str, Any]) -> None:
+        return None
+
+    await app(scope_for(path, body), receive, send)
+
+
+def bare_app(stub: StubUpstream) -> App:
+    """The least a proxy can do with the stub: read, forward, relay."""
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        message = await receive()
+        response = await stub.send("POST", scope["path"], scope["headers"], message["body"])
+        await send(
+            {"type": "http.response.start", "status": response.status, "headers": response.headers}
+        )
+        async for chunk in response.iter_raw():
+            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+    return app
+
+
+def build(config: str, stub: StubUpstream, trace_records: bool) -> tuple[App, Any]:
+    """The app for a configuration, and what to close after."""
+
+    async def resolve(token: str) -> Actor | None:
+        return ACTOR if token == TOKEN else None
+
+    kwargs: dict[str, Any] = {
+        "provider_keys": {"anthropic": "sk-ant", "openai": "sk-oai"},
+        "upstream": stub,
+        "recorder": InMemoryRecorder(),
+    }
+    params = inspect.signature(create_bridge).parameters
+    if config in ("policy", "extras") and "policy" in params:
+        from aibridge_asgi import policy as policy_module  # type: ignore[attr-defined]
+
+        kwargs["policy"] = policy_module.bench_policy()
+    hooks: list[Any] = []
+    if config == "extras":
+        from opentelemetry.sdk.trace import TracerProvider
+        from opentelemetry.sdk.trace.export import (
+            BatchSpanProcessor,
+            SpanExporter,
+            SpanExportResult,
+        )
+        from prometheus_client import CollectorRegistry
+
+        from aibridge_asgi.metrics import PrometheusHooks
+        from aibridge_asgi.otel import OpenTelemetryHooks
+
+        class Drop(SpanExporter):
+            def export(self, spans: Any) -> SpanExportResult:
+                return SpanExportResult.SUCCESS
+
+        provider = TracerProvider()
+        provider.add_span_processor(BatchSpanProcessor(Drop()))
+        otel_kwargs: dict[str, Any] = {"tracer": provider.get_tracer("aibridge_asgi")}
+        if "trace_records" in inspect.signature(OpenTelemetryHooks).parameters:
+            otel_kwargs["trace_records"] = trace_records
+        hooks = [PrometheusHooks(registry=CollectorRegistry()), OpenTelemetryHooks(**otel_kwargs)]
+        kwargs["hooks"] = hooks
+    bridge = create_bridge(resolve, **kwargs)
+    return bridge, bridge
+
+
+def cpu_per_call(
+    loop: asyncio.AbstractEventLoop,
+    app: App,
+    stub: StubUpstream,
+    cases: list[tuple[str, bytes, tuple[int, list[tuple[bytes, bytes]], Sequence[bytes]]]],
+    n: int,
+) -> float:
+    """CPU microseconds per call, best of three rounds of ``n`` calls."""
+    forever: asyncio.Future[Any] = loop.create_future()
+
+    async def rounds() -> float:
+        best = float("inf")
+        for _ in range(3):
+            gc.collect()
+            began = time.process_time()
+            for i in range(n):
+                path, body, answer = cases[i % len(cases)]
+                stub.answer = answer
+                await call(app, path, body, forever)
+            best = min(best, time.process_time() - began)
+        return best / n * 1e6
+
+    return loop.run_until_complete(rounds())
+
+
+def reads_of(events: list[bytes], per_read: int) -> list[bytes]:
+    return [b"".join(events[i : i + per_read]) for i in range(0, len(events), per_read)]
+
+
+def measure(config: str, n: int, events: int, trace_records: bool) -> dict[str, float]:
+    loop = asyncio.new_event_loop()
+    stub = StubUpstream()
+    if config == "bare":
+        app: App = bare_app(stub)
+        closer = None
+    else:
+        app, closer = build(config, stub, trace_records)
+    out: dict[str, float] = {}
+    json_cases = []
+    for api, path in PATHS.items():
+        answer = json_answer(api)
+        json_cases.append((path, request_body(api, False), (200, json_headers(answer), [answer])))
+    cpu_per_call(loop, app, stub, json_cases, n // 10)  # warm up
+    out["json us/request"] = cpu_per_call(loop, app, stub, json_cases, n)
+    for api, path in PATHS.items():
+        body = request_body(api, True)
+        long_events, short_events = stream_events(api, events), stream_events(api, 10)
+        for per_read, label in ((1, "1/read"), (EVENTS_PER_READ_UNDER_LOAD, "16/read")):
+            long_case = (path, body, (200, SSE_HEADERS, reads_of(long_events, per_read)))
+            short_case = (path, body, (200, SSE_HEADERS, reads_of(short_events, per_read)))
+            rounds = max(n // 20, 20)
+            long_us = cpu_per_call(loop, app, stub, [long_case], rounds)
+            short_us = cpu_per_call(loop, app, stub, [short_case], rounds)
+            per_event = (long_us - short_us) / (len(long_events) - len(short_events))
+            out[f"{api} {label} us/stream"] = long_us
+            out[f"{api} {label} us/event"] = per_event
+    if closer is not None:
+        loop.run_until_complete(closer.aclose())
+    loop.close()
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--n", type=int, default=2000)
+    parser.add_argument("--events", type=int, default=200)
+    parser.add_argument("--configs", default="bare,plain,extras")
+    parser.add_argument("--trace-records", action="store_true")
+    parser.add_argument("--profile", action="store_true")
+    args = parser.parse_args()
+    if args.profile:
+        profiler = cProfile.Profile()
+        profiler.enable()
+        measure("plain", args.n, args.events, False)
+        profiler.disable()
+        pstats.Stats(profiler).sort_stats("tottime").print_stats(30)
+        return
+    configs = args.configs.split(",")
+    results = {
+        config: measure(config, args.n, args.events, args.trace_records) for config in configs
+    }
+    rows = list(next(iter(results.values())))
+    print(f"{'CPU, in process':32}" + "".join(f"{c:>12}" for c in configs))
+    for row in rows:
+        print(f"{row:32}" + "".join(f"{results[c][row]:12.2f}" for c in configs))
+    if "plain" in results and "extras" in results:
+        ratio = results["extras"]["json us/request"] / results["plain"]["json us/request"]
+        print(f"extras / plain, json us/request: {ratio:.2f}x")
+
+
+if __name__ == "__main__":
+    main()
