@@ -356,6 +356,8 @@ def _rules(generic: bool) -> tuple[_Rule, ...]:
 _SPECIFIC = _rules(generic=False)
 _BY_PROMPT = tuple(r for r in _SPECIFIC if r.prompts)
 _GENERIC = _rules(generic=True)
+#: Every header a rule looks at: most requests carry none of them.
+_MARK_HEADERS = frozenset(name for rule in (*_SPECIFIC, *_GENERIC) for name, _ in rule.headers)
 
 
 def _session_from_user_id(body: Mapping[str, Any] | None) -> str | None:
@@ -408,10 +410,14 @@ def _system_prompt_start(body: Mapping[str, Any] | None) -> str:
     return ""
 
 
-def _marked(rule: _Rule, user_agent: str, headers: Mapping[str, str]) -> bool:
-    return user_agent.startswith(rule.user_agents) or any(
-        name in headers and headers[name].lower().startswith(prefix)
-        for name, prefix in rule.headers
+def _marked(rule: _Rule, user_agent: str, headers: Mapping[str, str] | None) -> bool:
+    """``headers`` is None when it has none of the rules' headers."""
+    return user_agent.startswith(rule.user_agents) or (
+        headers is not None
+        and any(
+            name in headers and headers[name].lower().startswith(prefix)
+            for name, prefix in rule.headers
+        )
     )
 
 
@@ -451,10 +457,11 @@ def detect_client(
             if start.startswith(rule.prompts):
                 return _found(rule, headers, body)
     user_agent = headers.get("user-agent", "").lower()
+    marks = None if _MARK_HEADERS.isdisjoint(headers) else headers
     for rule in _SPECIFIC:
-        if _marked(rule, user_agent, headers):
+        if _marked(rule, user_agent, marks):
             return _found(rule, headers, body)
     for rule in _GENERIC:
-        if _marked(rule, user_agent, headers):
+        if _marked(rule, user_agent, marks):
             return _found(rule, headers, body)
     return "unknown", None

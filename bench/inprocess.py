@@ -259,7 +259,9 @@ def reads_of(events: list[bytes], per_read: int) -> list[bytes]:
     return [b"".join(events[i : i + per_read]) for i in range(0, len(events), per_read)]
 
 
-def measure(config: str, n: int, events: int, trace_records: bool) -> dict[str, float]:
+def measure(
+    config: str, n: int, events: int, trace_records: bool, json_only: bool = False
+) -> dict[str, float]:
     loop = asyncio.new_event_loop()
     stub = StubUpstream()
     if config == "bare":
@@ -275,6 +277,8 @@ def measure(config: str, n: int, events: int, trace_records: bool) -> dict[str, 
     cpu_per_call(loop, app, stub, json_cases, n // 10)  # warm up
     out["json us/request"] = cpu_per_call(loop, app, stub, json_cases, n)
     for api, path in PATHS.items():
+        if json_only:
+            break
         body = request_body(api, True)
         long_events, short_events = stream_events(api, events), stream_events(api, 10)
         for per_read, label in ((1, "1/read"), (EVENTS_PER_READ_UNDER_LOAD, "16/read")):
@@ -292,6 +296,34 @@ def measure(config: str, n: int, events: int, trace_records: bool) -> dict[str, 
     return out
 
 
+def run_calls(config: str, case: str, calls: int) -> None:
+    """Make ``calls`` calls of one case and nothing else (for instruction
+    counts: ``valgrind --tool=callgrind``, at two call counts, differenced)."""
+    loop = asyncio.new_event_loop()
+    stub = StubUpstream()
+    app, closer = build(config, stub, False)
+    forever: asyncio.Future[Any] = loop.create_future()
+    if case == "json":
+        cases = []
+        for api, path in PATHS.items():
+            answer = json_answer(api)
+            cases.append((path, request_body(api, False), (200, json_headers(answer), [answer])))
+    else:
+        api, _, per_read = case.partition(":")
+        reads = reads_of(stream_events(api, 200), int(per_read or 1))
+        cases = [(PATHS[api], request_body(api, True), (200, SSE_HEADERS, reads))]
+
+    async def go() -> None:
+        for i in range(calls):
+            path, body, answer = cases[i % len(cases)]
+            stub.answer = answer
+            await call(app, path, body, forever)
+        await closer.aclose()
+
+    loop.run_until_complete(go())
+    loop.close()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--n", type=int, default=2000)
@@ -299,11 +331,17 @@ def main() -> None:
     parser.add_argument("--configs", default="bare,plain,extras")
     parser.add_argument("--trace-records", action="store_true")
     parser.add_argument("--profile", action="store_true")
+    parser.add_argument("--json-only", action="store_true", help="non-streaming requests only")
+    parser.add_argument("--calls", type=int, help="only make this many calls (see run_calls)")
+    parser.add_argument("--case", default="json", help="json, or API[:events per read]")
     args = parser.parse_args()
+    if args.calls is not None:
+        run_calls(args.configs.split(",")[-1], args.case, args.calls)
+        return
     if args.profile:
         profiler = cProfile.Profile()
         profiler.enable()
-        measure("plain", args.n, args.events, False)
+        measure("plain", args.n, args.events, False, args.json_only)
         profiler.disable()
         pstats.Stats(profiler).sort_stats("tottime").print_stats(30)
         return
