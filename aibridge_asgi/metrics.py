@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
@@ -53,6 +54,24 @@ class _Bounded:
             return "other"
         self._seen.add(value)
         return value
+
+
+class _Children:
+    """``metric.labels(*values)``, remembered: prometheus_client checks and
+    locks on every ``labels()`` call, a dict lookup does not. Label values
+    are bounded (see :class:`_Bounded`), so this stays small."""
+
+    __slots__ = ("_cache", "_metric")
+
+    def __init__(self, metric: Any) -> None:
+        self._metric = metric
+        self._cache: dict[tuple[str, ...], Any] = {}
+
+    def __call__(self, *values: str) -> Any:
+        child = self._cache.get(values)
+        if child is None:
+            child = self._cache[values] = self._metric.labels(*values)
+        return child
 
 
 @dataclass(slots=True)
@@ -212,6 +231,22 @@ class PrometheusHooks(BridgeHooks):
             ["record", "reason"],
         )
 
+        # The children the per-request hooks update, looked up once each.
+        self._in_flight = _Children(self.in_flight)
+        self._upstream_errors = _Children(self.upstream_errors)
+        self._tokens = _Children(self.tokens)
+        self._unpriced = _Children(self.unpriced)
+        self._cost = _Children(self.cost)
+        self._tool_results = _Children(self.tool_results)
+        self._prompts = _Children(self.prompts)
+        self._tool_calls = _Children(self.tool_calls)
+        self._interceptions = _Children(self.interceptions)
+        self._duration = _Children(self.duration)
+        self._first_byte = _Children(self.first_byte)
+        self._overhead = _Children(self.overhead)
+        self._recorder_duration = _Children(self.recorder_duration)
+        self._key_requests = _Children(self.key_requests)
+
     # -- hooks --------------------------------------------------------------
 
     def interception_started(
@@ -225,17 +260,17 @@ class PrometheusHooks(BridgeHooks):
             self._client(started.client),
             actor,
         )
-        self.in_flight.labels(started.provider_name, started.route).inc()
+        self._in_flight(started.provider_name, started.route).inc()
 
     def upstream_responded(self, interception_id: str, status: int, seconds: float) -> None:
         live = self._live.get(interception_id)
         if live is not None and status >= 400:
-            self.upstream_errors.labels(live.provider_name, live.route, str(status)).inc()
+            self._upstream_errors(live.provider_name, live.route, str(status)).inc()
 
     def upstream_failed(self, interception_id: str, status: int, reason: str) -> None:
         live = self._live.get(interception_id)
         if live is not None:
-            self.upstream_errors.labels(live.provider_name, live.route, str(status)).inc()
+            self._upstream_errors(live.provider_name, live.route, str(status)).inc()
 
     def produced(self, record: Record) -> None:
         live = self._live.get(getattr(record, "interception_id", ""))
@@ -251,21 +286,19 @@ class PrometheusHooks(BridgeHooks):
                 *record.extra.items(),
             ):
                 if value:
-                    self.tokens.labels(live.provider_name, live.model, kind, *user).inc(value)
+                    self._tokens(live.provider_name, live.model, kind, *user).inc(value)
         elif isinstance(record, Cost):
             if record.amount is None:
-                self.unpriced.labels(live.provider_name, live.model).inc()
+                self._unpriced(live.provider_name, live.model).inc()
             elif record.currency == "USD":
                 user = [live.actor] if self._per_user else []
-                self.cost.labels(live.provider_name, live.model, *user).inc(float(record.amount))
+                self._cost(live.provider_name, live.model, *user).inc(float(record.amount))
         elif isinstance(record, ToolResult):
-            self.tool_results.labels(
-                live.provider_name, live.model, str(record.is_error).lower()
-            ).inc()
+            self._tool_results(live.provider_name, live.model, str(record.is_error).lower()).inc()
         elif isinstance(record, PromptUsage):
-            self.prompts.labels(live.provider_name, live.model, live.client).inc()
+            self._prompts(live.provider_name, live.model, live.client).inc()
         elif isinstance(record, ToolUsage):
-            self.tool_calls.labels(
+            self._tool_calls(
                 live.provider_name,
                 live.model,
                 self._tool(record.tool),
@@ -280,7 +313,7 @@ class PrometheusHooks(BridgeHooks):
             return
         streaming = str(started.streaming).lower()
         user = [live.actor] if self._per_user else []
-        self.interceptions.labels(
+        self._interceptions(
             started.provider,
             live.provider_name,
             live.route,
@@ -289,17 +322,15 @@ class PrometheusHooks(BridgeHooks):
             ended.status,
             *user,
         ).inc()
-        self.in_flight.labels(live.provider_name, live.route).dec()
-        self.duration.labels(live.provider_name, live.route, streaming).observe(timings.total)
+        self._in_flight(live.provider_name, live.route).dec()
+        self._duration(live.provider_name, live.route, streaming).observe(timings.total)
         if timings.first_byte is not None:
-            self.first_byte.labels(live.provider_name, live.route, streaming).observe(
-                timings.first_byte
-            )
-        self.overhead.labels(live.provider_name, live.route).observe(timings.overhead)
+            self._first_byte(live.provider_name, live.route, streaming).observe(timings.first_byte)
+        self._overhead(live.provider_name, live.route).observe(timings.overhead)
 
     def recorded(self, record: Record, seconds: float, error: BaseException | None) -> None:
         name = type(record).__name__
-        self.recorder_duration.labels(name).observe(seconds)
+        self._recorder_duration(name).observe(seconds)
         if error is not None:
             self.recorder_errors.labels(name).inc()
 
@@ -316,7 +347,7 @@ class PrometheusHooks(BridgeHooks):
         self.circuit_rejects.labels(key[0], key[1], self._model(key[2])).inc()
 
     def key_used(self, provider_name: str, credential: str, key_name: str) -> None:
-        self.key_requests.labels(provider_name, credential, self._key(key_name)).inc()
+        self._key_requests(provider_name, credential, self._key(key_name)).inc()
 
     def key_failover(self, provider_name: str, key_name: str, status: int) -> None:
         self.key_failovers.labels(provider_name, self._key(key_name), str(status)).inc()

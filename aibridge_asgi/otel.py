@@ -7,10 +7,12 @@ The host configures the SDK and exporter; this module only uses
 
 Each interception gets a span named ``{operation} {model}`` (``chat`` for
 Messages and Chat Completions, ``responses`` for Responses) with GenAI
-semantic-convention attributes, a child ``CLIENT`` span for the upstream call
-(whose W3C trace context goes upstream in ``traceparent``), and one child span
-per record handed to the recorder. Incoming ``traceparent``/``tracestate``
-headers make the interception span a child of the caller's trace.
+semantic-convention attributes and a child ``CLIENT`` span for the upstream
+call (whose W3C trace context goes upstream in ``traceparent``); with
+``record_spans=True``, also one child span per record handed to the recorder
+(about five per interception, which more than doubles the tracing cost).
+Incoming ``traceparent``/``tracestate`` headers make the interception span a
+child of the caller's trace.
 """
 
 from __future__ import annotations
@@ -49,10 +51,16 @@ class _Live:
 
 class OpenTelemetryHooks(BridgeHooks):
     """Bridge hooks that emit spans through ``tracer`` (default: the global
-    tracer provider's ``aibridge_asgi`` tracer)."""
+    tracer provider's ``aibridge_asgi`` tracer).
 
-    def __init__(self, tracer: Tracer | None = None) -> None:
+    Two spans per interception (the interception and its upstream call); with
+    ``record_spans=True`` also a ``record <Type>`` span per record the
+    recorder handled (its duration, and an error status if it raised).
+    """
+
+    def __init__(self, tracer: Tracer | None = None, *, record_spans: bool = False) -> None:
         self._tracer = tracer or trace.get_tracer("aibridge_asgi")
+        self._record_spans = record_spans
         self._live: dict[str, _Live] = {}
         # Span contexts kept until the interception's records are delivered
         # (bounded: without a recorder they never are).
@@ -159,11 +167,15 @@ class OpenTelemetryHooks(BridgeHooks):
             span.set_attribute("error.type", str(ended.http_status or "internal"))
             span.set_status(Status(StatusCode.ERROR, ended.error or "failed"))
         span.end()
+        if not self._record_spans:
+            return
         self._finished[started.interception_id] = live.context
         if len(self._finished) > _KEEP_FINISHED:
             self._finished.popitem(last=False)
 
     def recorded(self, record: Record, seconds: float, error: BaseException | None) -> None:
+        if not self._record_spans:
+            return
         interception_id = getattr(record, "interception_id", "")
         context = self._finished.get(interception_id)
         if context is None:

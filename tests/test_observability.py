@@ -44,7 +44,7 @@ def observed(
     provider.add_span_processor(SimpleSpanProcessor(exporter))
     hooks = [
         PrometheusHooks(registry, max_label_values=3),
-        OpenTelemetryHooks(provider.get_tracer("test")),
+        OpenTelemetryHooks(provider.get_tracer("test"), record_spans=True),
     ]
     yield start_bridge(hooks=hooks), registry
 
@@ -176,6 +176,34 @@ def test_blocking_error_and_cardinality(
         for s in metric.samples
     }
     assert models == {"claude-sonnet-4-5", "m0", "m1", "other"}
+
+
+def test_default_tracing_has_two_spans_per_interception(
+    start_bridge: Callable[..., Running],
+    fake: FakeUpstream,
+    client: httpx.Client,
+    exporter: InMemorySpanExporter,
+) -> None:
+    """Without record_spans: the interception and its upstream call, no span
+    per record, and the upstream still gets the upstream span's context."""
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    running = start_bridge(hooks=[OpenTelemetryHooks(provider.get_tracer("test"))])
+    for _ in range(3):
+        fake.enqueue(FakeResponse.json(streams.anthropic_message("hi", usage=USAGE)))
+        r = client.post(running.url + "/anthropic/v1/messages", headers=AUTH, json=MESSAGE)
+        assert r.status_code == 200
+    running.recorder.wait_ended(3)
+    running.flush()
+    spans = exporter.get_finished_spans()
+    assert sorted(s.name for s in spans) == ["POST upstream"] * 3 + ["chat claude-sonnet-4-5"] * 3
+    upstream = [s for s in spans if s.name == "POST upstream"][-1]
+    sent = propagate.extract({"traceparent": fake.last().header("traceparent") or ""})
+    from opentelemetry import trace
+
+    assert trace.get_current_span(sent).get_span_context().span_id == upstream.context.span_id
+    ended = [s for s in spans if s.name.startswith("chat ")][-1]
+    assert dict(ended.attributes or {})["gen_ai.usage.output_tokens"] == 9
 
 
 def test_disconnect_and_passthrough(
