@@ -7,7 +7,10 @@ bridge and not an ever-growing list) and counted. ``GET /_bench/stats``
 returns the counts, so the harness can check that every request was
 recorded and ended ``completed``.
 
-Served by uvicorn with uvloop and httptools, one worker, no access log.
+Served by uvicorn with uvloop and httptools, one worker unless
+``--workers N`` (uvicorn then starts N worker processes that share the
+listening socket; the app is rebuilt in each from environment variables), no
+access log.
 
     python bench/bridge_host.py --port 8102 --upstream-url http://127.0.0.1:8101 --seam aiohttp
 
@@ -19,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import sys
 from collections import Counter, deque
 from collections.abc import AsyncIterator
@@ -129,6 +133,13 @@ def build_app(upstream_url: str, seam: str, keep: int = 10_000) -> Starlette:
     )
 
 
+def app_from_env() -> Starlette:
+    """The app of one worker process (``--workers`` > 1), from the settings
+    the parent left in the environment."""
+    env = os.environ
+    return build_app(env["BENCH_UPSTREAM_URL"], env["BENCH_SEAM"], int(env["BENCH_KEEP"]))
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--host", default="127.0.0.1")
@@ -136,16 +147,32 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--upstream-url", default="http://127.0.0.1:8101")
     parser.add_argument("--seam", choices=sorted(SEAMS), default="httpx")
     parser.add_argument("--keep", type=int, default=10_000, help="records kept in memory")
+    parser.add_argument("--workers", type=int, default=1, help="uvicorn worker processes")
     args = parser.parse_args(argv)
-    app = build_app(args.upstream_url.rstrip("/"), args.seam, args.keep)
-    print(f"bridge host: seam={args.seam} port={args.port}", file=sys.stderr, flush=True)
+    print(
+        f"bridge host: seam={args.seam} port={args.port} workers={args.workers}",
+        file=sys.stderr,
+        flush=True,
+    )
+    app: Any
+    if args.workers > 1:
+        os.environ.update(
+            BENCH_UPSTREAM_URL=args.upstream_url.rstrip("/"),
+            BENCH_SEAM=args.seam,
+            BENCH_KEEP=str(args.keep),
+        )
+        app = "bridge_host:app_from_env"
+    else:
+        app = build_app(args.upstream_url.rstrip("/"), args.seam, args.keep)
     uvicorn.run(
         app,
+        factory=args.workers > 1,
+        app_dir=os.path.dirname(os.path.abspath(__file__)),
         host=args.host,
         port=args.port,
         loop="uvloop",
         http="httptools",
-        workers=1,
+        workers=args.workers,
         access_log=False,
         log_level="warning",
         backlog=4096,

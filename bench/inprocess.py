@@ -15,10 +15,14 @@ Rows: ``json`` (non-streaming, round-robin over the three APIs), and per API
 a stream of ``--events`` events delivered one event per read (as at low
 load) and 16 events per read (as under load); ``us/event`` is the CPU of a
 ``--events`` stream less that of a 10-event stream, over the difference in
-events. Configurations: ``plain`` (the default bridge with its default price
-book), ``policy`` (plus a memory-store policy, when the installed bridge has
-one), ``extras`` (plus the Prometheus and OpenTelemetry hooks, when
-installed; ``--trace-records`` traces every record as spans, the old way).
+events. Configurations: ``bare`` (no bridge: the stub and the harness alone),
+``noprice`` (the bridge with ``prices=None``), ``plain`` (the default bridge,
+with its default price book), ``policy`` (plus a memory-store policy of the
+four built-in checks, when the installed bridge has ``policy=``),
+``prometheus``, ``otel`` and ``extras`` (the policy when there is one, plus
+the Prometheus hooks, the OpenTelemetry hooks, or both; spans go through the
+SDK's batch processor to an exporter that drops them; ``--trace-records``
+asks for a span per record too).
 ``--profile`` prints a cProfile of the plain configuration instead.
 """
 
@@ -198,6 +202,24 @@ def bare_app(stub: StubUpstream) -> App:
     return app
 
 
+def memory_policy() -> Any:
+    """The four built-in checks on a memory store, never refusing (issue 13's
+    ``bench/policy.py`` measures the same set on its own)."""
+    from decimal import Decimal
+
+    from aibridge_asgi import policy as p  # type: ignore[attr-defined,unused-ignore]
+
+    store = p.MemoryStore()
+    return p.Policy(
+        [
+            p.ModelAccess(allow=["claude-*", "gpt-5*"], deny=["*-preview"]),
+            p.Budget(Decimal("1000000"), "month", store),
+            p.RateLimit(requests_per_minute=10**9, tokens_per_minute=10**12, store=store),
+            p.ConcurrencyLimit(1000, store),
+        ]
+    )
+
+
 def build(config: str, stub: StubUpstream, trace_records: bool) -> tuple[App, Any]:
     """The app for a configuration, and what to close after."""
 
@@ -210,10 +232,10 @@ def build(config: str, stub: StubUpstream, trace_records: bool) -> tuple[App, An
         "recorder": CountingRecorder(),
     }
     params = inspect.signature(create_bridge).parameters
+    if config == "noprice":
+        kwargs["prices"] = None
     if config in ("policy", "extras", "prometheus", "otel") and "policy" in params:
-        from aibridge_asgi import policy as policy_module  # type: ignore[attr-defined]
-
-        kwargs["policy"] = policy_module.bench_policy()
+        kwargs["policy"] = memory_policy()
     hooks: list[Any] = []
     if config in ("extras", "prometheus", "otel"):
         from opentelemetry.sdk.trace import TracerProvider

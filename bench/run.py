@@ -137,8 +137,9 @@ def plan_cpus() -> dict[str, int | None]:
 NICE = 0
 
 
-def pinned(cpu: int | None, argv: Sequence[str]) -> list[str]:
-    """``argv`` pinned to ``cpu`` (and re-niced when ``--nice`` asks)."""
+def pinned(cpu: int | str | None, argv: Sequence[str]) -> list[str]:
+    """``argv`` pinned to ``cpu`` (a core, or a taskset list such as ``"0,1"``),
+    and re-niced when ``--nice`` asks."""
     out = ["taskset", "-c", str(cpu), *argv] if cpu is not None else list(argv)
     return ["nice", "-n", str(NICE), *out] if NICE else out
 
@@ -194,7 +195,9 @@ def free_port() -> int:
 class Server:
     """A server process on a loopback port, pinned to a core."""
 
-    def __init__(self, name: str, argv: list[str], port: int, cpu: int | None, logdir: Path):
+    def __init__(
+        self, name: str, argv: list[str], port: int, cpu: int | str | None, logdir: Path
+    ) -> None:
         self.name, self.port, self.cpu = name, port, cpu
         self.log = logdir / f"{name}.log"
         self._log = self.log.open("wb")
@@ -605,7 +608,12 @@ class Target:
 
 
 def start_target(
-    bench: Bench, name: str, upstream_port: int, keep_records: int | None = None
+    bench: Bench,
+    name: str,
+    upstream_port: int,
+    keep_records: int | None = None,
+    workers: int = 1,
+    cpus: int | str | None = None,
 ) -> Target:
     port = free_port()
     url = f"http://127.0.0.1:{upstream_port}"
@@ -615,8 +623,10 @@ def start_target(
         argv = [PY, str(BENCH / "bridge_host.py"), "--seam", name.removeprefix("bridge-")]
         if keep_records is not None:
             argv += ["--keep", str(keep_records)]
+        if workers > 1:
+            argv += ["--workers", str(workers)]
     argv += ["--port", str(port), "--upstream-url", url]
-    server = Server(name, argv, port, bench.cpus["sut"], bench.tmp)
+    server = Server(name, argv, port, bench.cpus["sut"] if cpus is None else cpus, bench.tmp)
     return Target(name, port, server)
 
 
@@ -790,6 +800,158 @@ def measure_targets(bench: Bench, targets: list[Target]) -> dict[str, dict[str, 
         if t.server is not None and t.name.startswith("bridge-"):
             res[t.name]["records"] = t.server.get_json("/_bench/stats")
     return res
+
+
+def process_tree(pid: int) -> list[int]:
+    """``pid`` and every process under it (uvicorn's workers), without
+    multiprocessing's idle resource tracker."""
+    out = [pid]
+    for parent in out:  # grows as children are found
+        try:
+            for task in os.listdir(f"/proc/{parent}/task"):
+                with open(f"/proc/{parent}/task/{task}/children") as f:
+                    out += [int(child) for child in f.read().split()]
+        except OSError:
+            continue
+
+    def tracker(p: int) -> bool:
+        try:
+            with open(f"/proc/{p}/cmdline", "rb") as f:
+                return b"resource_tracker" in f.read()
+        except OSError:
+            return True
+
+    return [p for p in out if p == pid or not tracker(p)]
+
+
+def worker_cores(bench: Bench) -> str:
+    """Where a multi-worker bridge runs: every core but the load side's, when
+    that leaves two; otherwise (2 cores) both, sharing one with the load side."""
+    cpus = sorted(os.sched_getaffinity(0))
+    free = [c for c in cpus if c not in (bench.cpus["load"], bench.cpus["upstream"])]
+    return ",".join(str(c) for c in (free if len(free) >= 2 else cpus))
+
+
+def measure_workers(bench: Bench, upstream_port: int) -> dict[str, Any]:
+    """(6) The default bridge under uvicorn with 1 and with 2 worker processes:
+    non-streaming requests/s at 64 connections (closed loop) and Anthropic
+    streams at 16, with the CPU each worker used. On a 2-core machine the
+    load side (wrk, the fake upstream) shares a core with the second worker,
+    so the raw speed-up understates what a second core gives; CPU per request
+    is the comparable figure."""
+    s = bench.settings
+    seams = available_seams()
+    seam = "aiohttp" if "aiohttp" in seams else seams[0]
+    out: dict[str, Any] = {
+        "seam": seam,
+        "load_cores": sorted({bench.cpus["load"], bench.cpus["upstream"]} - {None}),
+    }
+    for workers in (1, 2):
+        cores = str(bench.cpus["sut"]) if workers == 1 else worker_cores(bench)
+        target = start_target(bench, f"bridge-{seam}", upstream_port, workers=workers, cpus=cores)
+        assert target.server is not None
+        try:
+            deadline = time.monotonic() + 20
+            pids = process_tree(target.server.pid)
+            while len(pids) < workers + (workers > 1) and time.monotonic() < deadline:
+                time.sleep(0.2)
+                pids = process_tree(target.server.pid)
+            label = f"{workers} worker(s)"
+            bench.wrk(target.port, json_mix(target.name), 64, s.warmup, label=f"{label} warm-up")
+            js = bench.wrk(
+                target.port,
+                json_mix(target.name),
+                64,
+                s.duration,
+                watch=pids,
+                label=f"{label} json",
+            )
+            st = bench.wrk(
+                target.port,
+                [make_req(target.name, "anthropic", stream=True)],
+                s.stream_conns,
+                s.stream_duration,
+                watch=pids,
+                label=f"{label} stream anthropic",
+            )
+        finally:
+            target.server.stop()
+        figures: dict[str, Any] = {"cores": cores, "pids": len(pids)}
+        for key, r, per in (("json", js, 1), ("stream_anthropic", st, s.events)):
+            cpu = sum(r["cpu_s"])
+            seconds = r["wall_s"] or 1.0
+            # The supervisor (pids[0] with 2 workers) only watches its workers.
+            worker_cpu = r["cpu_s"][1:] if workers > 1 else r["cpu_s"]
+            figures[key] = {
+                "rps": r["rps"],
+                "events_per_s": r["rps"] * per if per > 1 else None,
+                "cpu_us_per_req": cpu / r["requests"] * 1e6 if r["requests"] else None,
+                "worker_busy_pct": [round(c / seconds * 100, 1) for c in worker_cpu],
+                "errors": r["errors"],
+            }
+        out[str(workers)] = figures
+    return out
+
+
+def measure_pricing_policy(bench: Bench) -> dict[str, Any]:
+    """(7) CPU per non-streaming request in process (bench/inprocess.py):
+    the bridge without prices, with its default price book, and with a
+    memory-store policy too (when the bridge has ``policy=``)."""
+    n = 500 if bench.settings.quick else 4000
+    argv = pinned(
+        bench.cpus["sut"],
+        [
+            PY,
+            str(BENCH / "inprocess.py"),
+            "--json-only",
+            "--n",
+            str(n),
+            "--configs",
+            "noprice,plain,policy",
+        ],
+    )
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=600, cwd=ROOT)
+    if done.returncode != 0:
+        raise RuntimeError(f"inprocess.py failed:\n{done.stderr[-3000:]}")
+    line = next(x for x in done.stdout.splitlines() if x.startswith("json us/request"))
+    noprice, plain, policy = (float(v) for v in line.split()[2:5])
+    import inspect
+
+    from aibridge_asgi import create_bridge
+
+    has_policy = "policy" in inspect.signature(create_bridge).parameters
+    return {
+        "requests": n,
+        "cpu_us_no_prices": noprice,
+        "cpu_us_prices": plain,
+        "cpu_us_prices_policy": policy if has_policy else None,
+        "added_us_pricing": plain - noprice,
+        "added_us_pricing_policy": (policy - noprice) if has_policy else None,
+    }
+
+
+def format_extra(workers: dict[str, Any], costs: dict[str, Any]) -> str:
+    lines = [f"(6) workers ({workers['seam']} seam; load side on core(s) {workers['load_cores']}):"]
+    for n in ("1", "2"):
+        w = workers[n]
+        js, st = w["json"], w["stream_anthropic"]
+        lines.append(
+            f"    {n} worker(s) on core(s) {w['cores']}: json {js['rps']:,.0f} req/s c=64,"
+            f" {js['cpu_us_per_req']:.0f} us CPU/req, workers busy {js['worker_busy_pct']} %;"
+            f" anthropic streams {st['rps']:,.0f}/s, {st['cpu_us_per_req']:.0f} us CPU/stream"
+        )
+    policy = costs["added_us_pricing_policy"]
+    lines.append(
+        "(7) in process, CPU us per non-streaming request: "
+        f"no prices {costs['cpu_us_no_prices']:.1f}, prices {costs['cpu_us_prices']:.1f}"
+        + (
+            f", prices + memory-store policy {costs['cpu_us_prices_policy']:.1f}"
+            f" (added {policy:.1f} us; target < 40)"
+            if policy is not None
+            else " (no policy= in this bridge)"
+        )
+    )
+    return "\n".join(lines)
 
 
 def measure_memory(bench: Bench, name: str, upstream_port: int) -> dict[str, Any]:
@@ -1166,6 +1328,10 @@ def run(settings: Settings) -> dict[str, Any]:
         for name in [t.name for t in targets if t.server is not None]:
             log(f"  {name}")
             memory[name] = measure_memory(bench, name, upstream.port)
+        log("(6) 1 and 2 workers:")
+        workers = measure_workers(bench, upstream.port)
+        log("(7) pricing and policy, in process:")
+        costs = measure_pricing_policy(bench)
         runs = bench.runs
 
     names = [t.name for t in targets]
@@ -1215,6 +1381,8 @@ def run(settings: Settings) -> dict[str, Any]:
         "targets": checks,
         "figures": res,
         "memory": memory,
+        "workers": workers,
+        "pricing_policy": costs,
         "table_text": table,
     }
     print()
@@ -1224,6 +1392,8 @@ def run(settings: Settings) -> dict[str, Any]:
         " others what each proxy adds to it; x/ref: the bridge's figure over the reference's;\n"
         " !: p99 stayed over 100 ms at every rate tried, the figure is the run with the lowest p99)"
     )
+    print()
+    print(format_extra(workers, costs))
     print("\ntargets (issue 6):")
     print(format_checks(checks))
     print(

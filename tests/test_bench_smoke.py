@@ -109,3 +109,12 @@ def test_bench_quick_run_produces_every_figure(tmp_path: Path) -> None:
     assert _number(alone["json_rps_c64"]) and alone["json_rps_c64"] > 0
     assert _number(alone["stream_events_per_s"]) and alone["stream_events_per_s"] > 0
     assert {c["seam"] for c in result["targets"]} == {f"bridge-{s}" for s in seams}
+    for workers in ("1", "2"):
+        figures = result["workers"][workers]
+        assert figures["pids"] >= int(workers), figures  # every worker was watched
+        for key in ("json", "stream_anthropic"):
+            assert _number(figures[key]["rps"]) and figures[key]["rps"] > 0, figures
+            assert _number(figures[key]["cpu_us_per_req"]), figures
+            assert len(figures[key]["worker_busy_pct"]) == int(workers), figures
+    costs = result["pricing_policy"]
+    assert _number(costs["cpu_us_no_prices"]) and _number(costs["cpu_us_prices"]), costs
