@@ -203,21 +203,20 @@ def bare_app(stub: StubUpstream) -> App:
 
 
 def memory_policy() -> Any:
-    """The four built-in checks on a memory store, never refusing (issue 13's
+    """The four built-in checks (``create_bridge(policy=...)``) on a memory
+    store, never refusing (issue 13's
     ``bench/policy.py`` measures the same set on its own)."""
     from decimal import Decimal
 
     from aibridge_asgi import policy as p  # type: ignore[attr-defined,unused-ignore]
 
     store = p.MemoryStore()
-    return p.Policy(
-        [
-            p.ModelAccess(allow=["claude-*", "gpt-5*"], deny=["*-preview"]),
-            p.Budget(Decimal("1000000"), "month", store),
-            p.RateLimit(requests_per_minute=10**9, tokens_per_minute=10**12, store=store),
-            p.ConcurrencyLimit(1000, store),
-        ]
-    )
+    return [
+        p.ModelAccess(allow=["claude-*", "gpt-5*"], deny=["*-preview"]),
+        p.Budget(Decimal("1000000"), "month", store),
+        p.RateLimit(requests_per_minute=10**9, tokens_per_minute=10**12, store=store),
+        p.ConcurrencyLimit(1000, store),
+    ]
 
 
 def build(config: str, stub: StubUpstream, trace_records: bool) -> tuple[App, Any]:
