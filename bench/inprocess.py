@@ -19,8 +19,8 @@ events. Configurations: ``bare`` (no bridge: the stub and the harness alone),
 ``noprice`` (the bridge with ``prices=None``), ``plain`` (the default bridge,
 with its default price book), ``policy`` (plus a memory-store policy of the
 four built-in checks, when the installed bridge has ``policy=``),
-``prometheus``, ``otel`` and ``extras`` (the policy when there is one, plus
-the Prometheus hooks, the OpenTelemetry hooks, or both; spans go through the
+``prometheus``, ``otel`` and ``extras`` (the plain bridge plus the
+Prometheus hooks, the OpenTelemetry hooks, or both; spans go through the
 SDK's batch processor to an exporter that drops them; ``--trace-records``
 asks for a span per record too).
 ``--profile`` prints a cProfile of the plain configuration instead.
@@ -233,7 +233,7 @@ def build(config: str, stub: StubUpstream, trace_records: bool) -> tuple[App, An
     params = inspect.signature(create_bridge).parameters
     if config == "noprice":
         kwargs["prices"] = None
-    if config in ("policy", "extras", "prometheus", "otel") and "policy" in params:
+    if config == "policy" and "policy" in params:
         kwargs["policy"] = memory_policy()
     hooks: list[Any] = []
     if config in ("extras", "prometheus", "otel"):
