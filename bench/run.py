@@ -117,6 +117,10 @@ def available_seams() -> list[str]:
 # -- cores --------------------------------------------------------------------
 
 
+#: The cores this process may use, read before run() pins it to the load core.
+ALL_CPUS = sorted(os.sched_getaffinity(0))
+
+
 def plan_cpus() -> dict[str, int | None]:
     """Which core each role runs on.
 
@@ -827,9 +831,8 @@ def process_tree(pid: int) -> list[int]:
 def worker_cores(bench: Bench) -> str:
     """Where a multi-worker bridge runs: every core but the load side's, when
     that leaves two; otherwise (2 cores) both, sharing one with the load side."""
-    cpus = sorted(os.sched_getaffinity(0))
-    free = [c for c in cpus if c not in (bench.cpus["load"], bench.cpus["upstream"])]
-    return ",".join(str(c) for c in (free if len(free) >= 2 else cpus))
+    free = [c for c in ALL_CPUS if c not in (bench.cpus["load"], bench.cpus["upstream"])]
+    return ",".join(str(c) for c in (free if len(free) >= 2 else ALL_CPUS))
 
 
 def measure_workers(bench: Bench, upstream_port: int) -> dict[str, Any]:

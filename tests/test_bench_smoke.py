@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import math
+import os
 import shutil
 import subprocess
 import sys
@@ -112,6 +113,8 @@ def test_bench_quick_run_produces_every_figure(tmp_path: Path) -> None:
     for workers in ("1", "2"):
         figures = result["workers"][workers]
         assert figures["pids"] >= int(workers), figures  # every worker was watched
+        if workers == "2":  # never squeezed onto one core
+            assert "," in figures["cores"] or len(os.sched_getaffinity(0)) < 2, figures
         for key in ("json", "stream_anthropic"):
             assert _number(figures[key]["rps"]) and figures[key]["rps"] > 0, figures
             assert _number(figures[key]["cpu_us_per_req"]), figures
