@@ -229,13 +229,31 @@ async def relay_stream(
     outcome.response_started = True
     outcome.http_status = response.status
     # The keep-alive task and the relay both send: never at the same time.
+    # The keep-alive holds the lock while it sends and skips its turn while
+    # the relay is sending (data is flowing then); the relay waits for the
+    # lock only when a keep-alive is going out, so that its own sends,
+    # one per read, take no lock.
     lock = asyncio.Lock()
+    relaying = False
 
-    async def locked_send(message: Message) -> None:
-        async with lock:
+    async def relay_send(message: Message) -> None:
+        nonlocal relaying
+        if lock.locked():
+            async with lock:
+                await raw_send(message)
+            return
+        relaying = True  # no await since the check: the keep-alive sees it
+        try:
             await raw_send(message)
+        finally:
+            relaying = False
 
-    send: Send = raw_send if rt.keepalive_interval is None else locked_send
+    async def keepalive_send(message: Message) -> None:
+        async with lock:
+            if not relaying:
+                await raw_send(message)
+
+    send: Send = raw_send if rt.keepalive_interval is None else relay_send
 
     await send({"type": "http.response.start", "status": response.status, "headers": headers})
 
@@ -272,7 +290,7 @@ async def relay_stream(
                 if wait > 0:
                     await asyncio.sleep(wait)
                     continue
-                await send(
+                await keepalive_send(
                     {"type": "http.response.body", "body": KEEPALIVE_COMMENT, "more_body": True}
                 )
                 await asyncio.sleep(interval)
