@@ -64,6 +64,13 @@ class RecordQueue:
         self._worker: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._closed = False
+        # The call timeout is kept by one watchdog timer rather than a timer
+        # per call: a call's number and start time, the timer, and the
+        # number of the call the watchdog cancelled.
+        self._call = 0
+        self._call_began: float | None = None
+        self._watchdog: asyncio.TimerHandle | None = None
+        self._timed_out = 0
         #: Records that did not reach the recorder, by reason.
         self.dropped: dict[DropReason, int] = {}
         #: Records handed to the recorder (successfully or not).
@@ -109,26 +116,29 @@ class RecordQueue:
     async def _run(self) -> None:
         recorder = self._recorder
         assert recorder is not None
+        task = asyncio.current_task()
+        assert task is not None
+        loop = asyncio.get_running_loop()
         while True:
             while self._pending:
                 record = self._pending.popleft()
                 began = time.perf_counter()
                 error: BaseException | None = None
+                self._call += 1
+                call = self._call
+                if self.call_timeout is not None:
+                    self._call_began = loop.time()
+                    if self._watchdog is None:
+                        self._watchdog = loop.call_later(self.call_timeout, self._watch, task, loop)
                 try:
-                    async with asyncio.timeout(self.call_timeout):
-                        await recorder.record(record)
-                except TimeoutError as exc:
-                    error = exc
-                    logger.error(
-                        "recorder took longer than %g s on %s for interception %s; abandoned",
-                        self.call_timeout,
-                        type(record).__name__,
-                        getattr(record, "interception_id", "?"),
-                    )
-                    self._drop(record, "timeout")
+                    await recorder.record(record)
                 except asyncio.CancelledError:
-                    self._pending.appendleft(record)  # counted by aclose()
-                    raise
+                    if self._timed_out != call:
+                        self._call_began = None
+                        self._pending.appendleft(record)  # counted by aclose()
+                        raise
+                    task.uncancel()
+                    error = TimeoutError()
                 except Exception as exc:
                     error = exc
                     logger.exception(
@@ -136,6 +146,19 @@ class RecordQueue:
                         type(record).__name__,
                         getattr(record, "interception_id", "?"),
                     )
+                else:
+                    if self._timed_out == call:  # the recorder swallowed the cancel
+                        task.uncancel()
+                self._call_began = None
+                if self._timed_out == call:
+                    error = error if isinstance(error, TimeoutError) else TimeoutError()
+                    logger.error(
+                        "recorder took longer than %g s on %s for interception %s; abandoned",
+                        self.call_timeout,
+                        type(record).__name__,
+                        getattr(record, "interception_id", "?"),
+                    )
+                    self._drop(record, "timeout")
                 self.delivered += 1
                 if self._on_recorded is not None:
                     try:
@@ -147,6 +170,20 @@ class RecordQueue:
                 return
             self._wakeup.clear()
             await self._wakeup.wait()
+
+    def _watch(self, task: asyncio.Task[None], loop: asyncio.AbstractEventLoop) -> None:
+        """The watchdog: cancel the recorder call that has run past
+        ``call_timeout``, else come back when the running one would."""
+        self._watchdog = None
+        began, timeout = self._call_began, self.call_timeout
+        if began is None or timeout is None or task.done():
+            return  # idle: the next call arms it again
+        left = began + timeout - loop.time()
+        if left <= 0:
+            self._timed_out = self._call
+            task.cancel()
+        else:
+            self._watchdog = loop.call_later(left, self._watch, task, loop)
 
     @property
     def pending(self) -> int:

@@ -9,6 +9,7 @@ Each test here reproduces a fault found against an earlier version (issue
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import warnings
@@ -34,6 +35,8 @@ from aibridge_asgi import (
     create_bridge,
 )
 from aibridge_asgi.breaker import CircuitBreakers
+from aibridge_asgi.delivery import RecordQueue
+from aibridge_asgi.records import utcnow
 from aibridge_asgi.testing import (
     ANTHROPIC_KEY,
     FakeResponse,
@@ -254,6 +257,89 @@ def test_each_recorder_call_is_timed_out_and_the_rest_still_arrive() -> None:
         assert hooks.dropped == [("InterceptionStarted", "timeout")]
         assert bridge.records_dropped == {"timeout": 1}
         assert isinstance(recorder.records[-1], InterceptionEnded)
+
+    asyncio.run(main())
+
+
+def test_the_call_timeout_is_per_call_not_per_batch() -> None:
+    """Calls that each stay under the timeout are never cut, however long the
+    whole batch takes; a stuck call among them is cut at its own deadline
+    and the records after it still arrive, in order. One watchdog timer
+    keeps the deadline, so a quick recorder arms no timer per record."""
+
+    class Recorder:
+        def __init__(self) -> None:
+            self.got: list[str] = []
+
+        async def record(self, record: Record) -> None:
+            assert isinstance(record, InterceptionEnded)
+            if record.interception_id == "stuck":
+                await asyncio.Event().wait()
+            if record.interception_id.startswith("slow"):
+                await asyncio.sleep(0.06)
+            self.got.append(record.interception_id)
+
+    def ended(name: str) -> InterceptionEnded:
+        return InterceptionEnded(name, utcnow(), "completed", 200)
+
+    async def main() -> None:
+        recorder = Recorder()
+        dropped: list[tuple[str, str]] = []
+        queue = RecordQueue(
+            recorder,
+            call_timeout=0.1,
+            on_dropped=lambda r, why: dropped.append((r.interception_id, why)),  # type: ignore[union-attr]
+        )
+        names = [f"slow{i}" for i in range(5)] + ["stuck", "after"]
+        for name in names:
+            queue.put(ended(name))
+        await asyncio.wait_for(queue.aclose(), 5)
+        assert recorder.got == [*names[:5], "after"]
+        assert dropped == [("stuck", "timeout")]
+        assert queue.dropped == {"timeout": 1}
+
+        quick = InMemoryRecorder()
+        queue = RecordQueue(quick, call_timeout=30)
+        loop = asyncio.get_running_loop()
+        timers: list[float] = []
+        call_at = loop.call_at
+
+        def counting_call_at(when: float, *args: Any, **kwargs: Any) -> asyncio.TimerHandle:
+            timers.append(when)
+            return call_at(when, *args, **kwargs)
+
+        loop.call_at = counting_call_at  # type: ignore[method-assign]
+        for i in range(200):
+            queue.put(ended(f"q{i}"))
+        await queue.flush()
+        loop.call_at = call_at  # type: ignore[method-assign]
+        assert len(quick.records) == 200
+        assert len(timers) <= 1, len(timers)
+        await queue.aclose()
+
+    asyncio.run(main())
+
+
+def test_a_recorder_that_swallows_the_timeout_does_not_stop_delivery() -> None:
+    class Swallower:
+        def __init__(self) -> None:
+            self.got: list[str] = []
+
+        async def record(self, record: Record) -> None:
+            assert isinstance(record, InterceptionEnded)
+            if record.interception_id == "first":
+                with contextlib.suppress(asyncio.CancelledError):
+                    await asyncio.Event().wait()
+            self.got.append(record.interception_id)
+
+    async def main() -> None:
+        recorder = Swallower()
+        queue = RecordQueue(recorder, call_timeout=0.1)
+        for name in ("first", "second"):
+            queue.put(InterceptionEnded(name, utcnow(), "completed", 200))
+        await asyncio.wait_for(queue.aclose(), 5)
+        assert recorder.got == ["first", "second"]
+        assert queue.dropped == {"timeout": 1}
 
     asyncio.run(main())
 
