@@ -18,6 +18,7 @@ import time
 import zlib
 from dataclasses import dataclass
 from decimal import Decimal
+from typing import Any
 
 from starlette.types import Message, Send
 
@@ -202,6 +203,38 @@ async def relay_body(
     await send({"type": "http.response.body", "body": body})
 
 
+async def _start_stream(
+    send: Send,
+    response: UpstreamResponse,
+    id_header: tuple[bytes, bytes],
+    outcome: Outcome,
+) -> tuple[list[tuple[bytes, bytes]], Any, str] | None:
+    """The headers a relayed stream goes out with, the decoder its body needs
+    (``None`` for identity) and its encoding; ``None`` when the body went out
+    unread instead (an encoding the bridge cannot decode)."""
+    headers = response_headers_for_client(response.headers)
+    encoding = content_encoding(response.headers)
+    decoder = None
+    if encoding in _ZLIB_ENCODINGS:
+        decoder = zlib.decompressobj(_ZLIB_WBITS)
+        headers = [(k, v) for k, v in headers if k != b"content-encoding"]
+    elif encoding:
+        await _relay_unread(send, response, [*headers, id_header], encoding, outcome)
+        return None
+    headers.append(id_header)
+    outcome.response_started = True
+    outcome.http_status = response.status
+    return headers, decoder, encoding
+
+
+def _decompress(decoder: Any, item: bytes, encoding: str) -> bytes:
+    """One read of a compressed stream, decoded; corrupt data breaks the stream."""
+    try:
+        return bytes(decoder.decompress(item))
+    except zlib.error:
+        raise UpstreamStreamError(f"upstream sent corrupt {encoding!r} data") from None
+
+
 async def relay_stream(
     rt: Runtime,
     raw_send: Send,
@@ -216,18 +249,10 @@ async def relay_stream(
     and relayed decoded, without its ``Content-Encoding``; an encoding the
     bridge cannot decode is relayed as it comes, unread.
     """
-    headers = response_headers_for_client(response.headers)
-    encoding = content_encoding(response.headers)
-    decoder = None
-    if encoding in _ZLIB_ENCODINGS:
-        decoder = zlib.decompressobj(_ZLIB_WBITS)
-        headers = [(k, v) for k, v in headers if k != b"content-encoding"]
-    elif encoding:
-        await _relay_unread(raw_send, response, [*headers, id_header], encoding, outcome)
+    start = await _start_stream(raw_send, response, id_header, outcome)
+    if start is None:
         return
-    headers.append(id_header)
-    outcome.response_started = True
-    outcome.http_status = response.status
+    headers, decoder, encoding = start
     # The keep-alive task and the relay both send: never at the same time.
     # The keep-alive holds the lock while it sends and skips its turn while
     # the relay is sending (data is flowing then); the relay waits for the
@@ -305,11 +330,7 @@ async def relay_stream(
         async for item in response.iter_raw():
             last_read = loop.time()
             if decoder is not None:
-                try:
-                    item = decoder.decompress(item)
-                except zlib.error:
-                    broke = UpstreamStreamError(f"upstream sent corrupt {encoding!r} data")
-                    break
+                item = _decompress(decoder, item, encoding)
             if observing and scanner.idle and api.passes_over(item):
                 # Nothing in it for the observer: on as it came, unsplit.
                 await send({"type": "http.response.body", "body": item, "more_body": True})
@@ -373,18 +394,10 @@ async def relay_json_array(
     """Relay a streamed JSON array chunk by chunk, byte for byte, handing
     each complete element to the observer. A compressed body is relayed
     decoded, like an SSE stream."""
-    headers = response_headers_for_client(response.headers)
-    encoding = content_encoding(response.headers)
-    decoder = None
-    if encoding in _ZLIB_ENCODINGS:
-        decoder = zlib.decompressobj(_ZLIB_WBITS)
-        headers = [(k, v) for k, v in headers if k != b"content-encoding"]
-    elif encoding:
-        await _relay_unread(send, response, [*headers, id_header], encoding, outcome)
+    start = await _start_stream(send, response, id_header, outcome)
+    if start is None:
         return
-    headers.append(id_header)
-    outcome.response_started = True
-    outcome.http_status = response.status
+    headers, decoder, encoding = start
     await send({"type": "http.response.start", "status": response.status, "headers": headers})
 
     splitter = JSONArraySplitter()
@@ -417,11 +430,7 @@ async def relay_json_array(
     try:
         async for item in response.iter_raw():
             if decoder is not None:
-                try:
-                    item = decoder.decompress(item)
-                except zlib.error:
-                    broke = UpstreamStreamError(f"upstream sent corrupt {encoding!r} data")
-                    break
+                item = _decompress(decoder, item, encoding)
             if item:
                 observe(item)
                 await send({"type": "http.response.body", "body": item, "more_body": True})
