@@ -149,8 +149,8 @@ def parse_filters(db: Database, user: User, query: dict[str, str]) -> Filters:
     )
 
 
-def _list(db: Database, user: User, query: dict[str, str]) -> Page:
-    filters = parse_filters(db, user, query)
+def _paging(query: dict[str, str]) -> tuple[int, str | None]:
+    """``limit`` and ``cursor`` of a list request, checked (in that order)."""
     limit = _limit(query.get("limit"))
     cursor = query.get("cursor") or None
     if cursor is not None:
@@ -158,6 +158,12 @@ def _list(db: Database, user: User, query: dict[str, str]) -> Page:
             decode_cursor(cursor)
         except ValueError:
             raise BadRequest("invalid cursor") from None
+    return limit, cursor
+
+
+def _list(db: Database, user: User, query: dict[str, str]) -> Page:
+    filters = parse_filters(db, user, query)
+    limit, cursor = _paging(query)
     with db.connect() as conn:
         return list_interceptions(conn, filters, limit=limit, cursor=cursor)
 
@@ -202,13 +208,7 @@ def _user_alias(query: dict[str, str]) -> dict[str, str]:
 def _sessions(db: Database, user: User, query: dict[str, str]) -> Page:
     query = _user_alias(query)
     filters = parse_filters(db, user, query)
-    limit = _limit(query.get("limit"))
-    cursor = query.get("cursor") or None
-    if cursor is not None:
-        try:
-            decode_cursor(cursor)
-        except ValueError:
-            raise BadRequest("invalid cursor") from None
+    limit, cursor = _paging(query)
     with db.connect() as conn:
         return list_sessions(conn, filters, limit=limit, cursor=cursor)
 
