@@ -43,7 +43,7 @@ from .clients import detect_client
 from .errors import BridgeError
 from .hooks import Timings
 from .hooks import call as call_hooks
-from .keys import Access
+from .keys import Access, Credential
 from .records import Actor, InterceptionEnded, InterceptionStarted, TokenUsage, utcnow
 from .relay import KEEPALIVE_COMMENT, Outcome, relay_body, relay_json_array, relay_stream
 from .routing import RESPONSES, STREAM_GENERATE_CONTENT, Route
@@ -208,24 +208,34 @@ async def intercept(
             except Exception:
                 logger.debug("could not report the error to the client", exc_info=True)
     finally:
-        ended = InterceptionEnded(
-            interception_id=interception_id,
-            ended_at=utcnow(),
-            status=outcome.status,
-            http_status=outcome.http_status,
-            error=outcome.error,
-            credential=access.served.kind if access.served else None,
-            key_name=access.served.name if access.served else None,
-        )
-        rt.records.put(ended)
-        timings = outcome.timings(time.perf_counter())
-        if rt.hooks:
-            call_hooks(rt.hooks, "interception_ended", started, ended, timings)
-        if end_log.isEnabledFor(logging.INFO):
-            _log_end(started, ended, timings, outcome)
+        ended = record_end(rt, started, outcome, access.served)
         if admitted:
             assert rt.policy is not None
             await rt.policy.finish(admitted, started, ended, outcome)
+
+
+def record_end(
+    rt: Runtime, started: InterceptionStarted, outcome: Outcome, credential: Credential | None
+) -> InterceptionEnded:
+    """End an interception: its :class:`InterceptionEnded` record, the hooks'
+    ``interception_ended`` and the end log line (HTTP calls and WebSocket
+    turns alike)."""
+    ended = InterceptionEnded(
+        interception_id=started.interception_id,
+        ended_at=utcnow(),
+        status=outcome.status,
+        http_status=outcome.http_status,
+        error=outcome.error,
+        credential=credential.kind if credential else None,
+        key_name=credential.name if credential else None,
+    )
+    rt.records.put(ended)
+    timings = outcome.timings(time.perf_counter())
+    if rt.hooks:
+        call_hooks(rt.hooks, "interception_ended", started, ended, timings)
+    if end_log.isEnabledFor(logging.INFO):
+        _log_end(started, ended, timings, outcome)
+    return ended
 
 
 def _log_end(

@@ -52,12 +52,11 @@ from .clients import detect_client
 from .config import ProviderConfig
 from .errors import BridgeError, error_body
 from .hooks import call as call_hooks
-from .interception import _log_end, end_log
+from .interception import record_end
 from .keys import Access, Credential
 from .records import (
     Actor,
     EndStatus,
-    InterceptionEnded,
     InterceptionStarted,
     Record,
     TokenUsage,
@@ -839,21 +838,7 @@ class _Session:
     def _record_end(self, turn: _Turn) -> None:
         assert turn.started is not None
         outcome = turn.outcome
-        ended = InterceptionEnded(
-            interception_id=turn.interception_id,
-            ended_at=utcnow(),
-            status=outcome.status,
-            http_status=outcome.http_status,
-            error=outcome.error,
-            credential=self.credential.kind if self.credential else None,
-            key_name=self.credential.name if self.credential else None,
-        )
-        self.rt.records.put(ended)
-        timings = outcome.timings(time.perf_counter())
-        if self.rt.hooks:
-            call_hooks(self.rt.hooks, "interception_ended", turn.started, ended, timings)
-        if end_log.isEnabledFor(logging.INFO):
-            _log_end(turn.started, ended, timings, outcome)
+        ended = record_end(self.rt, turn.started, outcome, self.credential)
         if turn.admitted and self.rt.policy is not None:
             # Ends are recorded synchronously here: the policy hears in the background.
             task = asyncio.get_running_loop().create_task(
