@@ -266,18 +266,24 @@ def _usage_table(
     return f"<table><thead>{head}</thead><tbody>{''.join(rows)}</tbody></table>"
 
 
+def viewed_initiator(db: Database, viewer: User, params: dict[str, str]) -> str | None:
+    """Whose records a page shows: a non-admin's own; for an admin, the
+    ``user`` the page names, or everyone's (``None``)."""
+    if not viewer.is_admin:
+        return viewer.id
+    if not params.get("user"):
+        return None
+    chosen = db.user(params["user"])
+    # An unknown name matches no initiator id: an empty page.
+    return chosen.id if chosen else params["user"]
+
+
 def _usage_data(db: Database, viewer: User, params: dict[str, str]) -> dict[str, Any]:
     """Everything the page shows (blocking: runs in a worker thread)."""
     span, bucket, _, _ = RANGES[params["range"]]
     end = (int(time.time()) // bucket + 1) * bucket
     buckets = list(range(end - span, end, bucket))
-    initiator_id: str | None = viewer.id
-    if viewer.is_admin:
-        initiator_id = None
-        if params.get("user"):
-            chosen = db.user(params["user"])
-            # An unknown name matches no initiator id: an empty page.
-            initiator_id = chosen.id if chosen else params["user"]
+    initiator_id = viewed_initiator(db, viewer, params)
     scope = Filters(initiator_id=initiator_id, model=params.get("model") or None)
     in_range = Filters(
         initiator_id=scope.initiator_id,

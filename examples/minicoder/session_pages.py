@@ -25,7 +25,7 @@ from starlette.routing import Route
 from .api import session_detail
 from .auth import current_user
 from .db import Database, User, parse_timestamp
-from .pages import dollars, excerpt, render
+from .pages import dollars, excerpt, render, viewed_initiator
 from .queries import Filters, Page, decode_cursor, list_sessions
 
 PAGE_SIZE = 50
@@ -41,14 +41,8 @@ def _sign_in(request: Request) -> Response:
 
 
 def _list(db: Database, viewer: User, params: dict[str, str]) -> Page:
-    initiator_id: str | None = viewer.id
-    if viewer.is_admin:
-        initiator_id = None
-        if params.get("user"):
-            chosen = db.user(params["user"])
-            initiator_id = chosen.id if chosen else params["user"]
     filters = Filters(
-        initiator_id=initiator_id,
+        initiator_id=viewed_initiator(db, viewer, params),
         model=params.get("model") or None,
         client=params.get("client") or None,
     )
