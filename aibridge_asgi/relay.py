@@ -25,11 +25,12 @@ from starlette.types import Message, Send
 from ._asgi import UPSTREAM_BROKE, ClientGone, Runtime, send_error
 from .apis import ApiInterception
 from .auth import response_headers_for_client
+from .follow import EventFollower
 from .hooks import Timings
 from .hooks import call as call_hooks
 from .jsonarray import JSONArraySplitter
 from .records import Cost, EndStatus, Record, TokenUsage
-from .sse import EventTooLarge, SSEEvent, SSEScanner
+from .sse import EventTooLarge
 from .upstream import UpstreamResponse, UpstreamStreamError
 
 __all__ = ["KEEPALIVE_COMMENT", "Outcome", "relay_body", "relay_json_array", "relay_stream"]
@@ -282,29 +283,9 @@ async def relay_stream(
 
     await send({"type": "http.response.start", "status": response.status, "headers": headers})
 
-    scanner = SSEScanner(rt.limits.max_event_size)
-    observing = True
+    follower = EventFollower(api, outcome.emit, rt.limits.max_event_size)
     loop = asyncio.get_running_loop()
     last_read = loop.time()
-
-    def observe(events: list[SSEEvent]) -> bytes:
-        """Show each event to the observer; return the bytes the client gets."""
-        nonlocal observing
-        out: list[bytes] = []
-        for event in events:
-            keep = True
-            if observing:
-                try:
-                    keep = api.on_event(event)
-                except Exception:
-                    logger.exception("stream observer failed; relaying without it")
-                    observing = False
-                    api.error = "the bridge could not follow this stream"
-            if keep:
-                out.append(event.raw)
-        for record in api.drain():
-            outcome.emit(record)
-        return out[0] if len(out) == 1 else b"".join(out)
 
     async def keep_alive(interval: float) -> None:
         """While the upstream is silent, send an SSE comment every interval.
@@ -331,22 +312,16 @@ async def relay_stream(
             last_read = loop.time()
             if decoder is not None:
                 item = _decompress(decoder, item, encoding)
-            if observing and scanner.idle and api.passes_over(item):
-                # Nothing in it for the observer: on as it came, unsplit.
-                await send({"type": "http.response.body", "body": item, "more_body": True})
-                continue
             try:
-                events = scanner.feed(item)
+                body = follower.take(item)
             except EventTooLarge as exc:
                 broke = UpstreamStreamError(f"upstream stream is malformed: {exc}")
-                body = observe(exc.events) if exc.events else b""
+                body = follower.give_up(exc.events)
                 if body:
                     await send({"type": "http.response.body", "body": body, "more_body": True})
                 break
-            if events:
-                body = observe(events)
-                if body:
-                    await send({"type": "http.response.body", "body": body, "more_body": True})
+            if body:
+                await send({"type": "http.response.body", "body": body, "more_body": True})
     except UpstreamStreamError as exc:
         broke = exc
     finally:
@@ -357,12 +332,10 @@ async def relay_stream(
     if decoder is not None and broke is None:
         tail = decoder.flush()
         if tail:
-            body = observe(scanner.feed(tail))
+            body = follower.take(tail)
             if body:
                 await send({"type": "http.response.body", "body": body, "more_body": True})
-    last_events, rest = scanner.finish()
-    if last_events:
-        rest = observe(last_events) + rest
+    rest = follower.finish()
     if broke is not None:
         # Give the client what arrived, then cut its connection as the
         # upstream cut ours, so that it sees the answer is incomplete.

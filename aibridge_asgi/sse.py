@@ -12,7 +12,20 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-__all__ = ["EventTooLarge", "SSEEvent", "SSEScanner", "data_only_events", "named_events"]
+__all__ = [
+    "EventTooLarge",
+    "SSEEvent",
+    "SSEScanner",
+    "Span",
+    "blocks_holding",
+    "blocks_named",
+    "data_only_events",
+    "named_events",
+    "whole_event",
+]
+
+#: Where one whole event lies in a read: ``chunk[start:end]``, blank line included.
+Span = tuple[int, int]
 
 _LINE_END = re.compile(rb"\r\n|\r|\n")
 
@@ -87,14 +100,7 @@ class SSEScanner:
     def _whole_events(self, chunk: bytes) -> list[SSEEvent]:
         """Fast path: ``chunk`` is one or more whole LF-terminated events
         (the usual shape of an upstream read) and nothing is pending."""
-        events: list[SSEEvent] = []
-        for block in chunk[:-2].split(b"\n\n"):
-            for line in block.split(b"\n"):
-                self._field(line)
-            events.append(SSEEvent(block + b"\n\n", self._event, self._joined()))
-            self._event = None
-            self._data = None
-        return events
+        return [whole_event(block + b"\n\n") for block in chunk[:-2].split(b"\n\n")]
 
     def finish(self) -> tuple[list[SSEEvent], bytes]:
         """The stream ended: return the events still completed by a trailing
@@ -205,3 +211,74 @@ def data_only_events(chunk: bytes) -> int:
     if 1 + chunk.count(b"\ndata: ") != chunk.count(b"\n") - n:
         return 0
     return n
+
+
+def whole_event(raw: bytes) -> SSEEvent:
+    """The event ``raw`` holds: one whole LF-terminated block (its lines end
+    in LF, the last one blank), as :class:`SSEScanner` would parse it."""
+    name: str | None = None
+    data: list[str] | None = None
+    for line in raw[:-2].split(b"\n"):
+        if not line or line[0] == 0x3A:  # ":" comment
+            continue
+        field, colon, value = line.partition(b":")
+        if colon and value[:1] == b" ":
+            value = value[1:]
+        if field == b"data":
+            text = value.decode("utf-8", "replace")
+            if data is None:
+                data = [text]
+            else:
+                data.append(text)
+        elif field == b"event":
+            name = value.decode("utf-8", "replace")
+    joined = None if data is None else data[0] if len(data) == 1 else "\n".join(data)
+    return SSEEvent(raw, name, joined)
+
+
+def blocks_named(chunk: bytes, lines: tuple[bytes, ...]) -> list[Span]:
+    """The events of ``chunk`` whose name line is one of ``lines``
+    (``b"event: NAME\n"``), in stream order.
+
+    ``chunk`` must be what :func:`named_events` accepts (a name line starts
+    every event and no other line is one), so a name line is found exactly
+    where it starts the chunk or follows a blank line.
+    """
+    spans: list[Span] = []
+    for line in lines:
+        if chunk.startswith(line):
+            spans.append((0, chunk.index(b"\n\n") + 2))
+        needle = b"\n\n" + line
+        at = chunk.find(needle)
+        while at != -1:
+            end = chunk.index(b"\n\n", at + 2) + 2
+            spans.append((at + 2, end))
+            at = chunk.find(needle, end - 2)
+    if len(lines) > 1:
+        spans.sort()
+    return spans
+
+
+def blocks_holding(chunk: bytes, needles: tuple[bytes, ...], spans: list[Span]) -> list[Span]:
+    """``spans`` and the events of ``chunk`` holding any of ``needles``, in
+    stream order, each once.
+
+    ``chunk`` must be whole LF-terminated events with no empty block (what
+    :func:`named_events` or :func:`data_only_events` accept) and no needle
+    may hold a line end, so the blank lines around a hit bound its event.
+    """
+    starts = {start for start, _ in spans}
+    found = list(spans)
+    for needle in needles:
+        at = chunk.find(needle)
+        while at != -1:
+            start = chunk.rfind(b"\n\n", 0, at)
+            start = 0 if start < 0 else start + 2
+            end = chunk.index(b"\n\n", at) + 2
+            if start not in starts:
+                starts.add(start)
+                found.append((start, end))
+            at = chunk.find(needle, end)
+    if len(found) != len(spans):
+        found.sort()
+    return found

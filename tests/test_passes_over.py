@@ -15,9 +15,18 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from aibridge_asgi.apis import ApiInterception, interception_for
+from aibridge_asgi.follow import EventFollower
 from aibridge_asgi.records import Record
 from aibridge_asgi.routing import CHAT_COMPLETIONS, MESSAGES, RESPONSES
-from aibridge_asgi.sse import SSEScanner, data_only_events, named_events
+from aibridge_asgi.sse import (
+    Span,
+    SSEScanner,
+    blocks_holding,
+    blocks_named,
+    data_only_events,
+    named_events,
+    whole_event,
+)
 from aibridge_asgi.testing.streams import (
     ToolCall,
     Usage,
@@ -92,24 +101,23 @@ def _plain(records: Sequence[Record]) -> list[dict[str, Any]]:
 
 
 def run(route: str, reads: Sequence[bytes], shortcut: bool) -> tuple[Any, ...]:
-    """Observe ``reads`` as the relay does, with or without the shortcut."""
+    """Follow ``reads`` as the relay does, with or without the shortcut; the
+    last item is how many reads (or rests of reads) went the short way."""
     api: ApiInterception = interception_for(route, "i", BODIES[route])
-    scanner = SSEScanner()
-    out: list[bytes] = []
     records: list[Record] = []
     passed = 0
-    for read in reads:
-        if shortcut and scanner.idle and api.passes_over(read):
-            out.append(read)
-            passed += 1
-            continue
-        for event in scanner.feed(read):
-            if api.on_event(event):
-                out.append(event.raw)
-        records += api.drain()
-    last, rest = scanner.finish()
-    out += [event.raw for event in last if api.on_event(event)]
-    out.append(rest)
+    needed_in = api.needed_in
+
+    def counted(chunk: bytes) -> list[Span] | None:
+        nonlocal passed
+        spans = needed_in(chunk)
+        passed += spans is not None
+        return spans
+
+    api.needed_in = counted  # type: ignore[method-assign]
+    follower = EventFollower(api, records.append, shortcut=shortcut)
+    out = [follower.take(read) for read in reads]
+    out.append(follower.finish())
     complete, error = api.complete, api.error
     api.finish()
     records += api.drain()
@@ -199,3 +207,67 @@ def test_event_shapes_match_the_scanner(blocks: list[list[bytes]]) -> None:
     data_only = all(not n and not o for n, o in zip(names, others, strict=True))
     assert named_events(chunk) == (len(events) if named else 0)
     assert data_only_events(chunk) == (len(events) if data_only else 0)
+
+
+@pytest.mark.parametrize("route", [MESSAGES, CHAT_COMPLETIONS, RESPONSES])
+@pytest.mark.parametrize("which", [0, 1])
+def test_a_whole_stream_in_one_read_goes_the_short_way(route: str, which: int) -> None:
+    """Under load one read holds many events, text and framing mixed: only
+    the needed events are parsed (Chat Completions: its first event, before
+    the response id, the long way), and nothing changes."""
+    events = streams_for(route)[which]
+    one = [b"".join(events)]
+    assert run(route, one, True)[:-1] == run(route, one, False)[:-1]
+    assert run(route, one, True)[-1] == 1
+
+
+def test_needed_in_names_only_the_events_on_event_reads() -> None:
+    api = interception_for(MESSAGES, "i", BODIES[MESSAGES])
+    events = anthropic_events("", tool_calls=CALLS, thinking="hmm", usage=USAGE)
+    chunk = b"".join(events)
+    spans = api.needed_in(chunk)
+    assert spans is not None
+    picked = [chunk[a:b] for a, b in spans]
+    names = [e.split(b"\n", 1)[0] for e in picked]
+    assert b"event: ping" not in names
+    # Pings and the signature delta are passed over; the thinking and tool
+    # deltas are read like the framing events.
+    assert picked == [
+        e for e in events if not e.startswith(b"event: ping") and b"signature_delta" not in e
+    ]
+    text = b"".join(anthropic_events("hello there", usage=USAGE, pieces=4))
+    spans = api.needed_in(text)
+    assert spans is not None
+    assert all(b"text_delta" not in text[a:b] for a, b in spans)
+    assert len(spans) == 5  # message start, block start and stop, message delta and stop
+    assert api.needed_in(text.replace(b"event: ping", b"event: pong")) is None  # unknown name
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.lists(
+            st.sampled_from([b"event: a", b"event: b", b"data: x", b"data: ", b"data: ab"]),
+            min_size=1,
+            max_size=4,
+        ),
+        min_size=1,
+        max_size=6,
+    ),
+    st.sampled_from([b"a", b"b", b"x", b"ab"]),
+)
+def test_blocks_found_by_bytes_are_the_scanners_events(
+    blocks: list[list[bytes]], needle: bytes
+) -> None:
+    chunk = b"".join(b"\n".join(lines) + b"\n\n" for lines in blocks)
+    events = SSEScanner().feed(chunk)
+    spans = blocks_holding(chunk, (needle,), [])
+    assert [chunk[a:b] for a, b in spans] == [e.raw for e in events if needle in e.raw]
+    for a, b in spans:
+        assert whole_event(chunk[a:b]) == next(e for e in events if e.raw == chunk[a:b])
+    if named_events(chunk):
+        line = b"event: " + needle + b"\n"
+        named = blocks_named(chunk, (line,))
+        assert [chunk[a:b] for a, b in named] == [
+            e.raw for e in events if e.event == needle.decode()
+        ]

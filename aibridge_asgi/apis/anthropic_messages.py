@@ -14,7 +14,7 @@ from typing import Any
 
 from ..records import TokenUsage
 from ..routing import MESSAGES
-from ..sse import SSEEvent, named_events
+from ..sse import Span, SSEEvent, blocks_holding, blocks_named, named_events
 from .base import ApiInterception, ReturnedResult, parse_args, text_of_parts
 
 __all__ = ["MessagesInterception"]
@@ -25,7 +25,18 @@ _NEEDED_DELTAS = ('"input_json_delta"', '"thinking_delta"')
 _TOOL_DELTA, _THINKING_DELTA = (n.encode() for n in _NEEDED_DELTAS)
 _TEXT_DELTA = b"event: content_block_delta\n"
 _PING = b"event: ping\n"
-_PASSED_NAMES = frozenset({b"content_block_delta", b"ping"})
+# The events on_event reads whatever they hold (other than the two above).
+_READ_LINES = tuple(
+    b"event: %s\n" % name
+    for name in (
+        b"message_start",
+        b"content_block_start",
+        b"content_block_stop",
+        b"message_delta",
+        b"message_stop",
+        b"error",
+    )
+)
 
 
 class MessagesInterception(ApiInterception):
@@ -76,22 +87,21 @@ class MessagesInterception(ApiInterception):
 
     # -- streaming ----------------------------------------------------------
 
-    def passes_over(self, chunk: bytes) -> bool:
-        # Every event a text/signature delta or a ping: their names start the
-        # chunk or follow a blank line, and no other line is a name.
+    def needed_in(self, chunk: bytes) -> list[Span] | None:
+        # Named events only; every one a text/signature delta, a ping, or
+        # one of the names on_event reads (an unknown name: None).
         n = named_events(chunk)
-        if n == 1:
-            if chunk[7 : chunk.index(b"\n")] not in _PASSED_NAMES:
-                return False
-        elif not n:
-            return False
-        else:
-            skipped = chunk.count(b"\n\n" + _TEXT_DELTA) + chunk.count(b"\n\n" + _PING)
-            if chunk.startswith((_TEXT_DELTA, _PING)):
-                skipped += 1
-            if skipped != n:
-                return False
-        return _TOOL_DELTA not in chunk and _THINKING_DELTA not in chunk
+        if not n:
+            return None
+        spans = blocks_named(chunk, _READ_LINES)
+        passed = chunk.count(b"\n\n" + _TEXT_DELTA) + chunk.count(b"\n\n" + _PING)
+        if chunk.startswith((_TEXT_DELTA, _PING)):
+            passed += 1
+        if len(spans) + passed != n:
+            return None
+        if _TOOL_DELTA in chunk or _THINKING_DELTA in chunk:
+            spans = blocks_holding(chunk, (_TOOL_DELTA, _THINKING_DELTA), spans)
+        return spans
 
     def on_event(self, event: SSEEvent) -> bool:
         data = event.data

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from ..records import ModelThought, PromptUsage, Record, TokenUsage, ToolResult, ToolUsage
-from ..sse import SSEEvent
+from ..sse import Span, SSEEvent
 
 __all__ = ["ApiInterception", "ReturnedResult", "clean_text", "parse_args", "text_of_parts"]
 
@@ -171,13 +171,15 @@ class ApiInterception:
         """Observe one SSE event; return False to keep it from the client."""
         raise NotImplementedError
 
-    def passes_over(self, chunk: bytes) -> bool:
-        """Whether :meth:`on_event` would pass over every event in ``chunk``
-        without reading it: no record, no state change, and each event
-        relayed. A relay may then send ``chunk`` on without splitting it into
-        events. ``chunk`` is one read of the stream, taken when no partial
-        event is pending. By default False (every event is shown)."""
-        return False
+    def needed_in(self, chunk: bytes) -> list[Span] | None:
+        """The events of ``chunk`` that :meth:`on_event` must see, as spans
+        in stream order; ``[]`` when it would pass over every one (no record,
+        no state change, each relayed), ``None`` when it cannot tell without
+        seeing them all. A relay may then show just those events and send
+        ``chunk`` on without splitting it. ``chunk`` is one read of the
+        stream, taken when no partial event is pending. By default ``None``.
+        """
+        return None
 
     def on_body(self, body: bytes) -> None:
         """Observe a whole non-streamed JSON response body."""

@@ -11,17 +11,32 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, AnyStr
 
 from ..records import TokenUsage
 from ..routing import CHAT_COMPLETIONS
-from ..sse import SSEEvent, data_only_events
+from ..sse import Span, SSEEvent, blocks_holding, data_only_events
 from .base import ApiInterception, ReturnedResult, parse_args, text_of_parts
 
 __all__ = ["ChatCompletionsInterception", "member_spans", "with_include_usage"]
 
 _INCLUDE_USAGE = b'"include_usage":true'
 _WS = b" \t\r\n"
+# What makes on_event read a chunk once the response id is known.
+_READ_MARKS = ('"tool_calls"', '"error"', "[DONE]")
+_USAGE = '"usage"'
+_NULL_USAGE = ('"usage":null', '"usage": null')
+_OBJECT_USAGE = ('"usage":{', '"usage": {')
+_READ_NEEDLES = tuple(mark.encode() for mark in (*_READ_MARKS, *_OBJECT_USAGE))
+_KNOWN_USAGE = (*_NULL_USAGE, *_OBJECT_USAGE)
+_USAGE_B = _USAGE.encode()
+_KNOWN_USAGE_B = tuple(x.encode() for x in _KNOWN_USAGE)
+
+
+def _odd_usage(text: AnyStr, usage: AnyStr, known: tuple[AnyStr, ...]) -> bool:
+    """Whether some ``usage`` key in ``text`` is neither null nor an object."""
+    n = text.count(usage)
+    return n != 0 and n != sum(text.count(form) for form in known)
 
 
 def member_spans(raw: bytes) -> dict[str, tuple[int, int]]:
@@ -156,15 +171,17 @@ class ChatCompletionsInterception(ApiInterception):
 
     # -- streaming ----------------------------------------------------------
 
-    def passes_over(self, chunk: bytes) -> bool:
-        # Once the id is known, chunks without tool calls, errors, usage
-        # (beyond "usage": null) or [DONE] are not read (as in on_event).
-        if not self.response_id or not data_only_events(chunk):
-            return False
-        if b'"tool_calls"' in chunk or b'"error"' in chunk or b"[DONE]" in chunk:
-            return False
-        usage = chunk.count(b'"usage"')
-        return not usage or usage == (chunk.count(b'"usage":null') + chunk.count(b'"usage": null'))
+    def needed_in(self, chunk: bytes) -> list[Span] | None:
+        # Once the id is known, on_event reads the chunks with tool calls,
+        # errors, [DONE] or a usage object; a usage that is neither null nor
+        # an object (on_event reads it too) sends the read the long way.
+        if (
+            not self.response_id
+            or not data_only_events(chunk)
+            or _odd_usage(chunk, _USAGE_B, _KNOWN_USAGE_B)
+        ):
+            return None
+        return blocks_holding(chunk, _READ_NEEDLES, [])
 
     def on_event(self, event: SSEEvent) -> bool:
         data = event.data
@@ -175,16 +192,10 @@ class ChatCompletionsInterception(ApiInterception):
             return True
         if (
             self.response_id
-            and '"tool_calls"' not in data
-            and '"error"' not in data
-            and (
-                '"usage"' not in data
-                # Every chunk says "usage": null once usage is asked for.
-                or (
-                    data.count('"usage"') == 1
-                    and ('"usage":null' in data or '"usage": null' in data)
-                )
-            )
+            and not any(mark in data for mark in _READ_MARKS)
+            # Every chunk says "usage": null once usage is asked for.
+            and not any(mark in data for mark in _OBJECT_USAGE)
+            and not _odd_usage(data, _USAGE, _KNOWN_USAGE)
         ):
             return True
         try:

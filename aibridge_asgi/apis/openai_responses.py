@@ -17,7 +17,7 @@ from typing import Any
 
 from ..records import TokenUsage
 from ..routing import RESPONSES
-from ..sse import SSEEvent, named_events
+from ..sse import Span, SSEEvent, blocks_named, named_events
 from .base import ApiInterception, ReturnedResult, parse_args, text_of_parts
 from .openai_chat import openai_token_usage
 
@@ -33,9 +33,7 @@ _NEEDED = frozenset(
 
 
 # A needed event's name line, where names are (see sse.named_events).
-_NEEDED_BYTES = frozenset(name.encode() for name in _NEEDED)
-_NEEDED_STARTS = tuple(b"event: " + name.encode() + b"\n" for name in sorted(_NEEDED))
-_NEEDED_LINES = tuple(b"\n\n" + start for start in _NEEDED_STARTS)
+_NEEDED_LINES = tuple(b"event: " + name.encode() + b"\n" for name in sorted(_NEEDED))
 
 
 class ResponsesInterception(ApiInterception):
@@ -95,18 +93,11 @@ class ResponsesInterception(ApiInterception):
 
     # -- streaming ----------------------------------------------------------
 
-    def passes_over(self, chunk: bytes) -> bool:
-        # Every event named, and no name among the needed ones.
-        n = named_events(chunk)
-        if n == 1:
-            return chunk[7 : chunk.index(b"\n")] not in _NEEDED_BYTES
-        if not n or chunk.startswith(_NEEDED_STARTS):
-            return False
-        # A loop, not all() over a generator: this runs once per read.
-        for line in _NEEDED_LINES:  # noqa: SIM110
-            if line in chunk:
-                return False
-        return True
+    def needed_in(self, chunk: bytes) -> list[Span] | None:
+        # Named events only: on_event reads those with a needed name.
+        if not named_events(chunk):
+            return None
+        return blocks_named(chunk, _NEEDED_LINES)
 
     def on_event(self, event: SSEEvent) -> bool:
         data = event.data
