@@ -19,7 +19,6 @@ __all__ = [
     "Span",
     "blocks_holding",
     "blocks_named",
-    "data_only_events",
     "named_events",
     "whole_event",
 ]
@@ -202,17 +201,6 @@ def named_events(chunk: bytes) -> int:
     return n
 
 
-def data_only_events(chunk: bytes) -> int:
-    """How many events ``chunk`` holds when it is whole LF-terminated events
-    made of ``data: `` lines only (no name, id or comment); else 0."""
-    if not chunk.startswith(b"data: ") or not _whole(chunk):
-        return 0
-    n = chunk.count(b"\n\n")
-    if 1 + chunk.count(b"\ndata: ") != chunk.count(b"\n") - n:
-        return 0
-    return n
-
-
 def whole_event(raw: bytes) -> SSEEvent:
     """The event ``raw`` holds: one whole LF-terminated block (its lines end
     in LF, the last one blank), as :class:`SSEScanner` would parse it."""
@@ -264,7 +252,7 @@ def blocks_holding(chunk: bytes, needles: tuple[bytes, ...], spans: list[Span]) 
     stream order, each once.
 
     ``chunk`` must be whole LF-terminated events with no empty block (what
-    :func:`named_events` or :func:`data_only_events` accept) and no needle
+    :func:`named_events` accepts, or data-only events) and no needle
     may hold a line end, so the blank lines around a hit bound its event.
     """
     starts = {start for start, _ in spans}
