@@ -358,6 +358,9 @@ _BY_PROMPT = tuple(r for r in _SPECIFIC if r.prompts)
 _GENERIC = _rules(generic=True)
 #: Every header a rule looks at: most requests carry none of them.
 _MARK_HEADERS = frozenset(name for rule in (*_SPECIFIC, *_GENERIC) for name, _ in rule.headers)
+#: Every User-Agent prefix of each group: one test rules most requests out.
+_SPECIFIC_AGENTS = tuple(agent for rule in _SPECIFIC for agent in rule.user_agents)
+_GENERIC_AGENTS = tuple(agent for rule in _GENERIC for agent in rule.user_agents)
 
 
 def _session_from_user_id(body: Mapping[str, Any] | None) -> str | None:
@@ -458,10 +461,12 @@ def detect_client(
                 return _found(rule, headers, body)
     user_agent = headers.get("user-agent", "").lower()
     marks = None if _MARK_HEADERS.isdisjoint(headers) else headers
-    for rule in _SPECIFIC:
-        if _marked(rule, user_agent, marks):
-            return _found(rule, headers, body)
-    for rule in _GENERIC:
-        if _marked(rule, user_agent, marks):
-            return _found(rule, headers, body)
+    if marks is not None or user_agent.startswith(_SPECIFIC_AGENTS):
+        for rule in _SPECIFIC:
+            if _marked(rule, user_agent, marks):
+                return _found(rule, headers, body)
+    if marks is not None or user_agent.startswith(_GENERIC_AGENTS):
+        for rule in _GENERIC:
+            if _marked(rule, user_agent, marks):
+                return _found(rule, headers, body)
     return "unknown", None
