@@ -25,18 +25,19 @@ _NEEDED_DELTAS = ('"input_json_delta"', '"thinking_delta"')
 _TOOL_DELTA, _THINKING_DELTA = (n.encode() for n in _NEEDED_DELTAS)
 _TEXT_DELTA = b"event: content_block_delta\n"
 _PING = b"event: ping\n"
+_PASSED_NAMES = frozenset({b"content_block_delta", b"ping"})
 # The events on_event reads whatever they hold (other than the two above).
-_READ_LINES = tuple(
-    b"event: %s\n" % name
-    for name in (
+_READ_NAMES = frozenset(
+    {
         b"message_start",
         b"content_block_start",
         b"content_block_stop",
         b"message_delta",
         b"message_stop",
         b"error",
-    )
+    }
 )
+_READ_LINES = tuple(b"event: %s\n" % name for name in sorted(_READ_NAMES))
 
 
 class MessagesInterception(ApiInterception):
@@ -91,6 +92,13 @@ class MessagesInterception(ApiInterception):
         # Named events only; every one a text/signature delta, a ping, or
         # one of the names on_event reads (an unknown name: None).
         n = named_events(chunk)
+        if n == 1:  # one event per read: the usual shape at low load
+            name = chunk[7 : chunk.index(b"\n")]
+            if name in _PASSED_NAMES:
+                if _TOOL_DELTA in chunk or _THINKING_DELTA in chunk:
+                    return [(0, len(chunk))]
+                return []
+            return [(0, len(chunk))] if name in _READ_NAMES else None
         if not n:
             return None
         spans = blocks_named(chunk, _READ_LINES)

@@ -33,7 +33,8 @@ _NEEDED = frozenset(
 
 
 # A needed event's name line, where names are (see sse.named_events).
-_NEEDED_LINES = tuple(b"event: " + name.encode() + b"\n" for name in sorted(_NEEDED))
+_NEEDED_BYTES = frozenset(name.encode() for name in _NEEDED)
+_NEEDED_LINES = tuple(b"event: " + name + b"\n" for name in sorted(_NEEDED_BYTES))
 
 
 class ResponsesInterception(ApiInterception):
@@ -95,7 +96,10 @@ class ResponsesInterception(ApiInterception):
 
     def needed_in(self, chunk: bytes) -> list[Span] | None:
         # Named events only: on_event reads those with a needed name.
-        if not named_events(chunk):
+        n = named_events(chunk)
+        if n == 1:  # one event per read: the usual shape at low load
+            return [(0, len(chunk))] if chunk[7 : chunk.index(b"\n")] in _NEEDED_BYTES else []
+        if not n:
             return None
         return blocks_named(chunk, _NEEDED_LINES)
 
