@@ -121,3 +121,27 @@ def test_bench_quick_run_produces_every_figure(tmp_path: Path) -> None:
             assert len(figures[key]["worker_busy_pct"]) == int(workers), figures
     costs = result["pricing_policy"]
     assert _number(costs["cpu_us_no_prices"]) and _number(costs["cpu_us_prices"]), costs
+
+
+def test_underload_reports_cpu_per_request_for_each_case() -> None:
+    """bench/underload.py (the quick profile-under-load loop) drives each
+    case and reports a rate and CPU per request, with no errors."""
+    if shutil.which("wrk") is None:
+        pytest.fail("wrk is not installed: apt-get install -y wrk (scripts/test installs it)")
+    cases = ["--targets", "bridge-aiohttp", "--cases", "json,chat"]
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "underload.py"), "--duration", "1", *cases],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    lines = [line.split() for line in done.stdout.splitlines() if " us CPU/request" in line]
+    assert [(line[0], line[1]) for line in lines] == [
+        ("bridge-aiohttp", "json"),
+        ("bridge-aiohttp", "chat"),
+    ]
+    for line in lines:
+        assert float(line[2]) > 0 and float(line[4]) > 0, line
+        assert line[-1] == "0", line  # errors
