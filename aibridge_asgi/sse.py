@@ -143,25 +143,19 @@ class SSEScanner:
         return events
 
     def _joined(self) -> str | None:
-        data = self._data
-        if data is None:
-            return None
-        return data[0] if len(data) == 1 else "\n".join(data)
+        return _joined(self._data)
 
     def _field(self, line: bytes | bytearray) -> None:
-        if line[0] == 0x3A:  # ":" comment
+        field = _field(line)
+        if field is None:
             return
-        name, colon, value = bytes(line).partition(b":")
-        if colon and value[:1] == b" ":
-            value = value[1:]
-        if name == b"data":
-            text = value.decode("utf-8", "replace")
-            if self._data is None:
-                self._data = [text]
-            else:
-                self._data.append(text)
-        elif name == b"event":
-            self._event = value.decode("utf-8", "replace")
+        name, text = field
+        if name == b"event":
+            self._event = text
+        elif self._data is None:
+            self._data = [text]
+        else:
+            self._data.append(text)
 
     @property
     def idle(self) -> bool:
@@ -201,27 +195,42 @@ def named_events(chunk: bytes) -> int:
     return n
 
 
+def _field(line: bytes | bytearray) -> tuple[bytes, str] | None:
+    """A ``data`` or ``event`` field line's name and value; ``None`` for a
+    comment, an empty line or any other field."""
+    if not line or line[0] == 0x3A:  # ":" comment
+        return None
+    name, colon, value = bytes(line).partition(b":")
+    if name != b"data" and name != b"event":
+        return None
+    if colon and value[:1] == b" ":
+        value = value[1:]
+    return name, value.decode("utf-8", "replace")
+
+
+def _joined(data: list[str] | None) -> str | None:
+    """An event's ``data`` lines as its data field."""
+    if data is None:
+        return None
+    return data[0] if len(data) == 1 else "\n".join(data)
+
+
 def whole_event(raw: bytes) -> SSEEvent:
     """The event ``raw`` holds: one whole LF-terminated block (its lines end
     in LF, the last one blank), as :class:`SSEScanner` would parse it."""
     name: str | None = None
     data: list[str] | None = None
     for line in raw[:-2].split(b"\n"):
-        if not line or line[0] == 0x3A:  # ":" comment
+        field = _field(line)
+        if field is None:
             continue
-        field, colon, value = line.partition(b":")
-        if colon and value[:1] == b" ":
-            value = value[1:]
-        if field == b"data":
-            text = value.decode("utf-8", "replace")
-            if data is None:
-                data = [text]
-            else:
-                data.append(text)
-        elif field == b"event":
-            name = value.decode("utf-8", "replace")
-    joined = None if data is None else data[0] if len(data) == 1 else "\n".join(data)
-    return SSEEvent(raw, name, joined)
+        if field[0] == b"event":
+            name = field[1]
+        elif data is None:
+            data = [field[1]]
+        else:
+            data.append(field[1])
+    return SSEEvent(raw, name, _joined(data))
 
 
 def blocks_named(chunk: bytes, lines: tuple[bytes, ...]) -> list[Span]:
@@ -251,9 +260,9 @@ def blocks_holding(chunk: bytes, needles: tuple[bytes, ...], spans: list[Span]) 
     """``spans`` and the events of ``chunk`` holding any of ``needles``, in
     stream order, each once.
 
-    ``chunk`` must be whole LF-terminated events with no empty block (what
-    :func:`named_events` accepts, or data-only events) and no needle
-    may hold a line end, so the blank lines around a hit bound its event.
+    ``chunk`` must be whole LF-terminated events (empty lines between them
+    are fine) that does not start with an LF, and no needle may hold a line
+    end, so the blank lines around a hit bound its event.
     """
     starts = {start for start, _ in spans}
     found = list(spans)

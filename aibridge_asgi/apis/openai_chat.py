@@ -10,7 +10,7 @@ Tools: every call of every choice, keyed by ``index``, arguments joined.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, AnyStr
 
 from ..records import TokenUsage
@@ -31,14 +31,19 @@ _KNOWN_USAGE = (*_NULL_USAGE, *_OBJECT_USAGE)
 _READ_NEEDLES = tuple(mark.encode() for mark in _READ_MARKS)
 _OBJECT_USAGE_B = tuple(x.encode() for x in _OBJECT_USAGE)
 _USAGE_B = _USAGE.encode()
-_NULL_USAGE_B = _NULL_USAGE[0].encode()  # the compact form providers send
-_KNOWN_USAGE_B = tuple(x.encode() for x in _KNOWN_USAGE)
+# The compact null form providers send first: most reads need no other count.
+_NULL_USAGE_B, *_OTHER_USAGE_B = (x.encode() for x in _KNOWN_USAGE)
 
 
-def _odd_usage(text: AnyStr, usage: AnyStr, known: tuple[AnyStr, ...]) -> bool:
-    """Whether some ``usage`` key in ``text`` is neither null nor an object."""
-    n = text.count(usage)
-    return n != 0 and n != sum(text.count(form) for form in known)
+def _usage_forms(text: AnyStr, forms: Sequence[AnyStr]) -> int:
+    """How many ``"usage"`` keys of ``text`` have one of the known ``forms``."""
+    return sum(text.count(form) for form in forms)
+
+
+def _odd_usage(text: str) -> bool:
+    """Whether some ``"usage"`` key in ``text`` is neither null nor an object."""
+    n = text.count(_USAGE)
+    return n != 0 and n != _usage_forms(text, _KNOWN_USAGE)
 
 
 def member_spans(raw: bytes) -> dict[str, tuple[int, int]]:
@@ -188,10 +193,12 @@ class ChatCompletionsInterception(ApiInterception):
             return None
         marks = _READ_NEEDLES
         usage = chunk.count(_USAGE_B)
-        if usage and usage != chunk.count(_NULL_USAGE_B):
-            if _odd_usage(chunk, _USAGE_B, _KNOWN_USAGE_B):
-                return None
-            marks = _READ_NEEDLES + _OBJECT_USAGE_B
+        if usage:
+            known = chunk.count(_NULL_USAGE_B)
+            if usage != known:
+                if usage != known + _usage_forms(chunk, _OTHER_USAGE_B):
+                    return None  # an odd usage: on_event reads it (see _odd_usage)
+                marks = _READ_NEEDLES + _OBJECT_USAGE_B
         return blocks_holding(chunk, marks, [])
 
     def on_event(self, event: SSEEvent) -> bool:
@@ -206,7 +213,7 @@ class ChatCompletionsInterception(ApiInterception):
             and not any(mark in data for mark in _READ_MARKS)
             # Every chunk says "usage": null once usage is asked for.
             and not any(mark in data for mark in _OBJECT_USAGE)
-            and not _odd_usage(data, _USAGE, _KNOWN_USAGE)
+            and not _odd_usage(data)
         ):
             return True
         try:
