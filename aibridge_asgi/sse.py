@@ -18,8 +18,7 @@ __all__ = [
     "SSEScanner",
     "Span",
     "blocks_holding",
-    "blocks_named",
-    "named_events",
+    "outside_runs",
     "whole_event",
 ]
 
@@ -173,26 +172,43 @@ def _whole(chunk: bytes) -> bool:
     return chunk.endswith(b"\n\n") and b"\r" not in chunk and b"\n\n\n" not in chunk
 
 
-def named_events(chunk: bytes) -> int:
-    """How many events ``chunk`` holds when it is whole LF-terminated events,
-    each one ``event: NAME`` line followed only by ``data: `` lines; else 0.
+#: One event of the usual named shape: an ``event:`` line, then one or more
+#: ``data:`` lines, then the blank line (``.`` is any byte but LF; reads
+#: holding a CR never get here).
+_NAMED_EVENT = re.compile(rb"event: .*+\n(?:data: .*+\n)++\n")
 
-    A relay can then read each event's name as the line that starts the
-    chunk or follows a blank line (``b"\\n\\nevent: NAME\\n"``) without
-    splitting the chunk: no other line of it is an ``event:`` field. Only
-    byte counts are taken (no per-event object is built).
+
+def outside_runs(chunk: bytes, passed: re.Pattern[bytes]) -> list[Span] | None:
+    """The events of ``chunk`` outside the runs ``passed`` matches, in stream
+    order; ``None`` when the chunk holds a CR, does not end with a whole
+    event, or one of those events is not of the usual named shape (an
+    ``event:`` line, then ``data:`` lines).
+
+    ``passed`` matches, at an event's start, a run of zero or more whole
+    events the caller may pass over unread (it always matches, possibly
+    empty), each one an event the scanner would parse as such: LF line ends
+    (``.`` never matches LF, and the chunk has no CR). The work is one pass
+    over the chunk in the regular-expression engine, with no object built
+    per event: a read of a hundred text deltas holding three events worth
+    reading costs four matches of ``passed`` and three of the named shape.
     """
-    if not chunk.startswith(b"event: ") or not _whole(chunk):
-        return 0
-    n = chunk.count(b"\n\n")
-    names = chunk.count(b"\nevent: ")
-    # Every line but the first follows one LF; blocks 2..n start with a name
-    # line, no other line does, and every other line is a data line.
-    if names != n - 1 or chunk.count(b"\n\nevent: ") != names:
-        return 0
-    if 1 + names + chunk.count(b"\ndata: ") != chunk.count(b"\n") - n:
-        return 0
-    return n
+    if b"\r" in chunk:
+        return None
+    spans: list[Span] = []
+    run, named = passed.match, _NAMED_EVENT.match
+    pos, size = 0, len(chunk)
+    while True:
+        matched = run(chunk, pos)
+        if matched is not None:
+            pos = matched.end()
+        if pos == size:
+            return spans
+        event = named(chunk, pos)
+        if event is None:
+            return None
+        end = event.end()
+        spans.append((pos, end))
+        pos = end
 
 
 def _field(line: bytes | bytearray) -> tuple[bytes, str] | None:
@@ -231,29 +247,6 @@ def whole_event(raw: bytes) -> SSEEvent:
         else:
             data.append(field[1])
     return SSEEvent(raw, name, _joined(data))
-
-
-def blocks_named(chunk: bytes, lines: tuple[bytes, ...]) -> list[Span]:
-    """The events of ``chunk`` whose name line is one of ``lines``
-    (``b"event: NAME\n"``), in stream order.
-
-    ``chunk`` must be what :func:`named_events` accepts (a name line starts
-    every event and no other line is one), so a name line is found exactly
-    where it starts the chunk or follows a blank line.
-    """
-    spans: list[Span] = []
-    for line in lines:
-        if chunk.startswith(line):
-            spans.append((0, chunk.index(b"\n\n") + 2))
-        needle = b"\n\n" + line
-        at = chunk.find(needle)
-        while at != -1:
-            end = chunk.index(b"\n\n", at + 2) + 2
-            spans.append((at + 2, end))
-            at = chunk.find(needle, end - 2)
-    if len(lines) > 1:
-        spans.sort()
-    return spans
 
 
 def blocks_holding(chunk: bytes, needles: tuple[bytes, ...], spans: list[Span]) -> list[Span]:

@@ -194,17 +194,97 @@ class HttpxUpstream:
             await client.aclose()
 
 
-class _AiohttpResponse:
-    __slots__ = ("_response", "headers", "status")
+class _Silence:
+    """Bounds how long the upstream may stay silent while the bridge waits
+    for it, with one timer per call rather than one per read.
 
-    def __init__(self, response: aiohttp.ClientResponse) -> None:
+    aiohttp's own ``sock_read`` timeout moves a timer on every read from the
+    socket. Here a read only notes when the wait began (:meth:`waiting`) and
+    ended (:meth:`done`); the timer, armed once, checks at its due time
+    whether the wait it guards is still going on and otherwise re-arms for
+    the current wait (at most one timer per ``limit`` seconds of a call).
+    On expiry it cancels the waiting task; the seam turns that cancellation
+    into its own timeout error (:meth:`expired`).
+    """
+
+    __slots__ = ("_cancelling", "_handle", "_limit", "_loop", "_since", "_task", "fired")
+
+    def __init__(self, limit: float) -> None:
+        self._limit = limit
+        self._loop = asyncio.get_running_loop()
+        task = asyncio.current_task()
+        assert task is not None
+        self._task = task
+        self._cancelling = task.cancelling()
+        self._since: float | None = None
+        self._handle: asyncio.TimerHandle | None = None
+        self.fired = False
+
+    def waiting(self) -> None:
+        """The task starts waiting for the upstream."""
+        self._since = self._loop.time()
+        if self._handle is None:
+            self._handle = self._loop.call_at(self._since + self._limit, self._check)
+
+    def done(self) -> None:
+        """The wait ended (data came, or the wait failed)."""
+        self._since = None
+
+    def _check(self) -> None:
+        self._handle = None
+        since = self._since
+        if since is None or self._task.done():
+            return  # not waiting now: the next wait arms the timer again
+        due = since + self._limit
+        if self._loop.time() >= due:
+            self.fired = True
+            self._task.cancel()
+        else:
+            self._handle = self._loop.call_at(due, self._check)
+
+    def expired(self) -> bool:
+        """After a ``CancelledError`` in a wait: whether it was this timer's
+        (then the cancellation is taken back and the caller raises its
+        timeout error instead)."""
+        return self.fired and self._task.uncancel() <= self._cancelling
+
+    def close(self) -> None:
+        """The call is over: drop the timer."""
+        self._since = None
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
+
+
+class _AiohttpResponse:
+    __slots__ = ("_response", "_silence", "headers", "status")
+
+    def __init__(self, response: aiohttp.ClientResponse, silence: _Silence | None) -> None:
         self._response = response
+        self._silence = silence
         self.status = response.status
         self.headers = [(k.lower(), v) for k, v in response.raw_headers]
 
     async def iter_raw(self) -> AsyncIterator[bytes]:
+        read = self._response.content.readany
+        silence = self._silence
         try:
-            async for chunk in self._response.content.iter_any():
+            while True:
+                if silence is not None:
+                    silence.waiting()
+                try:
+                    chunk = await read()
+                except asyncio.CancelledError:
+                    if silence is not None and silence.expired():
+                        raise UpstreamStreamError(
+                            "upstream read timed out (no data within the read timeout)"
+                        ) from None
+                    raise
+                finally:
+                    if silence is not None:
+                        silence.done()
+                if not chunk:
+                    return
                 yield chunk
         except (TimeoutError, aiohttp.ClientError) as exc:
             name = type(exc).__name__
@@ -213,6 +293,8 @@ class _AiohttpResponse:
             raise UpstreamStreamError(f"upstream connection failed ({name})") from None
 
     async def aclose(self) -> None:
+        if self._silence is not None:
+            self._silence.close()
         response = self._response
         if response.content.at_eof():
             response.release()  # back to the pool
@@ -248,8 +330,10 @@ class AiohttpUpstream:
             t = self._timeouts
             self._session = aiohttp.ClientSession(
                 connector=aiohttp.TCPConnector(limit=0, keepalive_timeout=30),
+                # The read timeout is the seam's own (_Silence): aiohttp's
+                # sock_read would move a timer on every read.
                 timeout=aiohttp.ClientTimeout(
-                    total=None, connect=t.connect + t.pool, sock_connect=t.connect, sock_read=t.read
+                    total=None, connect=t.connect + t.pool, sock_connect=t.connect, sock_read=None
                 ),
                 auto_decompress=False,
                 skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding", "Content-Type"),
@@ -269,21 +353,39 @@ class AiohttpUpstream:
             raise UpstreamRequestInvalid("a request header is not valid UTF-8") from None
         # encoded=True: the client's query string goes out exactly as it came.
         target = URL(url, encoded=True)
+        read = self._timeouts.read
+        silence = _Silence(read) if self._owned and read is not None else None
         try:
+            if silence is not None:
+                silence.waiting()
             response = await session.request(
                 method, target, headers=pairs, data=body or None, allow_redirects=False
             )
+        except asyncio.CancelledError:
+            if silence is not None:
+                silence.close()
+                if silence.expired():
+                    raise UpstreamTimeout(
+                        "upstream did not answer in time (no response within the read timeout)"
+                    ) from None
+            raise
         except TimeoutError as exc:
+            if silence is not None:
+                silence.close()
             raise UpstreamTimeout(
                 f"upstream did not answer in time ({type(exc).__name__})",
                 before_send=isinstance(exc, aiohttp.ConnectionTimeoutError),
             ) from None
         except aiohttp.ClientError as exc:
+            if silence is not None:
+                silence.close()
             raise UpstreamUnreachable(
                 f"upstream connection failed ({type(exc).__name__})",
                 before_send=isinstance(exc, aiohttp.ClientConnectorError),
             ) from None
-        return _AiohttpResponse(response)
+        if silence is not None:
+            silence.done()
+        return _AiohttpResponse(response, silence)
 
     async def aclose(self) -> None:
         """Close the bridge's own session (a host's session is left open)."""

@@ -62,8 +62,11 @@ def main(argv: list[str] | None = None) -> None:
                         args.py_spy.mkdir(parents=True, exist_ok=True)
                         out = args.py_spy / f"{name}-{case}.txt"
                         record = ["record", "-p", str(target.pid), "-d", str(args.duration)]
+                        # --nonblocking: pausing the process to sample it (the
+                        # default) lands the samples on system calls in this VM.
+                        record += ["-r", "200", "-f", "raw", "--nonblocking"]
                         sampler = subprocess.Popen(
-                            [spy, *record, "-r", "200", "-f", "raw", "-o", str(out)],
+                            [spy, *record, "-o", str(out)],
                             stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL,
                         )

@@ -6,6 +6,8 @@ same end state as showing every event to the observer."""
 from __future__ import annotations
 
 import itertools
+import json
+import re
 from collections.abc import Sequence
 from dataclasses import asdict
 from typing import Any
@@ -18,14 +20,7 @@ from aibridge_asgi.apis import ApiInterception, interception_for
 from aibridge_asgi.follow import EventFollower
 from aibridge_asgi.records import Record
 from aibridge_asgi.routing import CHAT_COMPLETIONS, MESSAGES, RESPONSES
-from aibridge_asgi.sse import (
-    Span,
-    SSEScanner,
-    blocks_holding,
-    blocks_named,
-    named_events,
-    whole_event,
-)
+from aibridge_asgi.sse import Span, SSEScanner, blocks_holding, outside_runs, whole_event
 from aibridge_asgi.testing.streams import (
     ToolCall,
     Usage,
@@ -89,6 +84,15 @@ ODD_EVENTS = [
     b': "error" [DONE] "tool_calls" "usage":{\ndata: {"a":1}\n\n',
     b'id: "usage":{}\ndata: {"id":"c8","usage":null}\n\n',
     b"\n",
+    # Text deltas that only nearly have the passed shape, or hide a marker.
+    b'event: content_block_delta\ndata: {"type":"content_block_delta","index":0,'
+    b'"delta":{"type":"text_delta","text":"a\\"input_json_delta\\" b"}}\n\n',
+    b'event: content_block_delta\ndata: {"type":"content_block_delta","index":0,'
+    b'"delta":{"type":"text_delta","text":"a"},"x":"input_json_delta"}}\n\n',
+    b'event: content_block_delta\ndata: {"type":"content_block_delta","index":0,'
+    b'"delta":{"type":"text_delta","text":"a\\\\"},"input_json_delta"}}\n\n',
+    b'event: content_block_delta\ndata: {"type":"content_block_delta","index":9,'
+    b'"delta":{"type":"text_delta","text":"\x01 raw control"}}\n\n',
 ]
 
 
@@ -158,53 +162,112 @@ def test_text_deltas_are_passed_over_one_by_one_and_in_groups(route: str) -> Non
     assert run(route, grouped, True)[-1] >= 1
 
 
+# Passed over in the tests below: runs of events named "a" with data.
+A_RUN = re.compile(rb"(?:event: a\n(?:data: [^\n\r]*+\n)++\n)*+")
+
+
 @pytest.mark.parametrize(
-    ("chunk", "named"),
+    ("chunk", "spans"),
     [
-        (b"event: a\ndata: 1\n\n", 1),
-        (b"event: a\ndata: 1\ndata: 2\n\nevent: b\n\n", 2),
-        (b"data: 1\n\ndata: 2\ndata: 3\n\n", 0),
-        (b"event: a\nevent: b\ndata: 1\n\n", 0),  # a second name line
-        (b"event: a\nevent: b\ndata: c\n\ndata: x\nfoo\n\n", 0),  # counts that nearly fit
-        (b"event: a\ndata: 1\n\ndata: 2\n\n", 0),  # an unnamed event
-        (b"event: a\nid: 1\n\n", 0),
-        (b"data: 1\n: comment\n\n", 0),
-        (b"event: a\r\ndata: 1\r\n\r\n", 0),
-        (b"event: a\ndata: 1\n\n\n", 0),
-        (b"event: a\ndata: 1\n", 0),  # not finished
-        (b"data:1\n\n", 0),
-        (b"", 0),
+        (b"event: a\ndata: 1\n\n", []),
+        (b"event: a\ndata: 1\ndata: 2\n\nevent: b\ndata: 3\n\n", [(26, 44)]),
+        (b"event: b\ndata: 1\n\nevent: a\ndata: 2\n\nevent: b\ndata: 3\n\n", [(0, 18), (36, 54)]),
+        (b"event: a\n\n", None),  # no data: not the usual shape
+        (b"data: 1\n\n", None),  # unnamed
+        (b"event: a\nevent: b\ndata: 1\n\n", None),  # a second name line
+        (b"event: a\nid: 1\ndata: 1\n\n", None),
+        (b"event: a\ndata: 1\n: comment\n\n", None),
+        (b"event: a\r\ndata: 1\r\n\r\n", None),
+        (b"event: a\ndata: 1\r\n\n", None),
+        (b"event: a\ndata: 1\n\n\n", None),  # an empty line after it
+        (b"event: a\ndata: 1\n", None),  # not finished
+        (b"event: a\ndata:1\n\n", None),
+        (b"", []),
     ],
 )
-def test_event_shapes(chunk: bytes, named: int) -> None:
-    assert named_events(chunk) == named
+def test_event_shapes(chunk: bytes, spans: list[Span] | None) -> None:
+    assert outside_runs(chunk, A_RUN) == spans
 
 
 @settings(max_examples=500, deadline=None)
 @given(
     st.lists(
         st.lists(
-            st.sampled_from([b"event: a", b"event: b", b"data: x", b"data: ", b"id: 1", b": c"]),
+            st.sampled_from(
+                [b"event: a", b"event: b", b"data: x", b"data: ", b"data: a\r", b"id: 1", b": c"]
+            ),
             min_size=1,
             max_size=4,
         ),
         min_size=1,
         max_size=5,
-    )
+    ),
+    st.booleans(),
 )
-def test_event_shapes_match_the_scanner(blocks: list[list[bytes]]) -> None:
-    """What named_events claims holds for what the scanner parses."""
+def test_event_shapes_match_the_scanner(blocks: list[list[bytes]], cut: bool) -> None:
+    """Where outside_runs answers, its spans are exactly the scanner's events
+    not passed over, and the passed ones are named "a" and hold data."""
     chunk = b"".join(b"\n".join(lines) + b"\n\n" for lines in blocks)
-    events = SSEScanner().feed(chunk)
-    names = [[line for line in lines if line.startswith(b"event:")] for lines in blocks]
-    others = [
-        [line for line in lines if not line.startswith((b"event:", b"data:"))] for lines in blocks
-    ]
-    named = all(
-        len(n) == 1 and lines[0] == n[0] and not o
-        for n, lines, o in zip(names, blocks, others, strict=True)
+    if cut:
+        chunk = chunk[:-1]
+    spans = outside_runs(chunk, A_RUN)
+    scanner = SSEScanner()
+    events = scanner.feed(chunk)
+    usual = all(
+        lines[0].startswith(b"event: ")
+        and len(lines) > 1
+        and all(line.startswith(b"data: ") and b"\r" not in line for line in lines[1:])
+        for lines in blocks
     )
-    assert named_events(chunk) == (len(events) if named else 0)
+    if not usual or cut:
+        # Every event of another shape, or an unfinished one, makes it refuse.
+        assert spans is None
+        return
+    assert spans is not None
+    shown = [chunk[a:b] for a, b in spans]
+    assert shown == [e.raw for e in events if e.event != "a"]
+    for a, b in spans:
+        assert whole_event(chunk[a:b]) == next(e for e in events if e.raw == chunk[a:b])
+    assert all(e.data is not None for e in events if e.event == "a")
+
+
+_TEXT = st.one_of(
+    st.text(max_size=12),
+    st.lists(
+        st.sampled_from(['"', "\\", "input_json_delta", "thinking_delta", "\x01", "}", "a"]),
+        max_size=6,
+    ).map("".join),
+)
+
+
+@settings(max_examples=500, deadline=None)
+@given(_TEXT, st.sampled_from(["", ',"x":"input_json_delta"', '},"y":{"z":1']), st.booleans())
+def test_anthropic_passes_over_only_text_deltas_without_effect(
+    text: str, tail: str, escape: bool
+) -> None:
+    """A text delta passed over unread is one that showing to on_event would
+    change nothing: same records, same error, whatever its text."""
+    data = json.dumps(
+        {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": text}},
+        separators=(",", ":"),
+        ensure_ascii=escape,
+    )
+    if "\x01" in text and not escape:
+        data = data.replace("\\u0001", "\x01")  # a raw control character: not JSON
+    data = data[:-2] + tail + data[-2:] if tail else data
+    event = b"event: content_block_delta\ndata: " + data.encode() + b"\n\n"
+    before = [e for e in anthropic_events("hi", usage=USAGE, pieces=1) if b"text_delta" not in e]
+    head, rest = before[:3], before[3:]  # message start, ping, text block start
+    spans = interception_for(MESSAGES, "i", BODIES[MESSAGES]).needed_in(event)
+    if spans == []:
+        shown = run(MESSAGES, [*head, event, *rest], False)
+        hidden = run(MESSAGES, [*head, *rest], False)
+        # Records, completeness, error and overload flag: all the same.
+        assert (shown[0], *shown[2:-1]) == (hidden[0], *hidden[2:-1])
+    else:
+        assert spans == [(0, len(event))]
+    if not tail and "\x01" not in data:
+        assert spans == []  # the shape Anthropic sends is passed over
 
 
 @pytest.mark.parametrize("route", [MESSAGES, CHAT_COMPLETIONS, RESPONSES])
@@ -228,17 +291,21 @@ def test_needed_in_names_only_the_events_on_event_reads() -> None:
     picked = [chunk[a:b] for a, b in spans]
     names = [e.split(b"\n", 1)[0] for e in picked]
     assert b"event: ping" not in names
-    # Pings and the signature delta are passed over; the thinking and tool
-    # deltas are read like the framing events.
-    assert picked == [
-        e for e in events if not e.startswith(b"event: ping") and b"signature_delta" not in e
-    ]
+    # Pings are passed over; the thinking, signature and tool deltas are
+    # shown like the framing events (on_event reads the first and the last).
+    assert picked == [e for e in events if not e.startswith(b"event: ping")]
     text = b"".join(anthropic_events("hello there", usage=USAGE, pieces=4))
     spans = api.needed_in(text)
     assert spans is not None
     assert all(b"text_delta" not in text[a:b] for a, b in spans)
     assert len(spans) == 5  # message start, block start and stop, message delta and stop
-    assert api.needed_in(text.replace(b"event: ping", b"event: pong")) is None  # unknown name
+    # An unknown name is shown to on_event (it decides), a shape the
+    # relay cannot vouch for sends the read the long way.
+    pong = text.replace(b"event: ping", b"event: pong")
+    assert [pong[a : pong.index(b"\n", a)] for a, _ in api.needed_in(pong) or []].count(
+        b"event: pong"
+    ) == 1
+    assert api.needed_in(text.replace(b"event: ping", b"event:ping")) is None
 
 
 @settings(max_examples=500, deadline=None)
@@ -272,8 +339,3 @@ def test_blocks_found_by_bytes_are_the_scanners_events(
     assert [chunk[a:b] for a, b in spans] == [e.raw for e in events if needle in e.raw]
     for a, b in spans:
         assert whole_event(chunk[a:b]) == next(e for e in events if e.raw == chunk[a:b])
-    if named_events(chunk):
-        line = b"event: " + needle + b"\n"
-        named = blocks_named(chunk, (line,))
-        expected = [e.raw for e in events if e.event == needle.decode()]
-        assert [chunk[a:b] for a, b in named] == expected

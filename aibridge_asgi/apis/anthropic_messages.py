@@ -9,12 +9,13 @@ fragments. Thoughts: every ``thinking`` block.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 from typing import Any
 
 from ..records import TokenUsage
 from ..routing import MESSAGES
-from ..sse import Span, SSEEvent, blocks_holding, blocks_named, named_events
+from ..sse import Span, SSEEvent, outside_runs
 from .base import ApiInterception, ReturnedResult, parse_args, text_of_parts
 
 __all__ = ["MessagesInterception"]
@@ -22,22 +23,27 @@ __all__ = ["MessagesInterception"]
 # content_block_delta events we need to parse; text deltas are skipped
 # without decoding JSON (the substring test can only err towards parsing).
 _NEEDED_DELTAS = ('"input_json_delta"', '"thinking_delta"')
-_TOOL_DELTA, _THINKING_DELTA = (n.encode() for n in _NEEDED_DELTAS)
-_TEXT_DELTA = b"event: content_block_delta\n"
-_PING = b"event: ping\n"
-_PASSED_NAMES = frozenset({b"content_block_delta", b"ping"})
-# The events on_event reads whatever they hold (other than the two above).
-_READ_NAMES = frozenset(
-    {
-        b"message_start",
-        b"content_block_start",
-        b"content_block_stop",
-        b"message_delta",
-        b"message_stop",
-        b"error",
-    }
+_NEEDED_DELTA_BYTES = tuple(n.encode() for n in _NEEDED_DELTAS)
+
+# Runs of events on_event passes over without effect (see sse.outside_runs).
+# Pings, whatever their data, always. In a read where no needed delta's name
+# occurs, every content_block_delta with one data line: on_event skips it
+# unparsed.
+_PASSED_RUN = re.compile(
+    rb"(?:event: ping\n(?:data: .*+\n)++\n"
+    rb"|event: content_block_delta\ndata: .*+\n\n)*+"
 )
-_READ_LINES = tuple(b"event: %s\n" % name for name in sorted(_READ_NAMES))
+# Where a needed delta's name occurs, only text deltas of the exact shape
+# Anthropic sends (compact JSON, the text one valid JSON string): on_event
+# either skips one or, when its text spells a needed delta's name, parses it
+# and finds a text delta, which it ignores.
+_JSON_STRING = rb'"[^"\\\x00-\x1f]*+(?:\\(?:["\\/bfnrt]|u[0-9a-fA-F]{4})[^"\\\x00-\x1f]*+)*+"'
+_PASSED_RUN_STRICT = re.compile(
+    rb"(?:event: ping\n(?:data: .*+\n)++\n"
+    rb'|event: content_block_delta\ndata: \{"type":"content_block_delta","index":\d++,'
+    rb'"delta":\{"type":"text_delta","text":' + _JSON_STRING + rb"\}\}\n\n"
+    rb")*+"
+)
 
 
 class MessagesInterception(ApiInterception):
@@ -89,27 +95,9 @@ class MessagesInterception(ApiInterception):
     # -- streaming ----------------------------------------------------------
 
     def needed_in(self, chunk: bytes) -> list[Span] | None:
-        # Named events only; every one a text/signature delta, a ping, or
-        # one of the names on_event reads (an unknown name: None).
-        n = named_events(chunk)
-        if n == 1:  # one event per read: the usual shape at low load
-            name = chunk[7 : chunk.index(b"\n")]
-            if name in _PASSED_NAMES:
-                if _TOOL_DELTA in chunk or _THINKING_DELTA in chunk:
-                    return [(0, len(chunk))]
-                return []
-            return [(0, len(chunk))] if name in _READ_NAMES else None
-        if not n:
-            return None
-        spans = blocks_named(chunk, _READ_LINES)
-        passed = chunk.count(b"\n\n" + _TEXT_DELTA) + chunk.count(b"\n\n" + _PING)
-        if chunk.startswith((_TEXT_DELTA, _PING)):
-            passed += 1
-        if len(spans) + passed != n:
-            return None
-        if _TOOL_DELTA in chunk or _THINKING_DELTA in chunk:
-            spans = blocks_holding(chunk, (_TOOL_DELTA, _THINKING_DELTA), spans)
-        return spans
+        tool, thinking = _NEEDED_DELTA_BYTES
+        strict = tool in chunk or thinking in chunk
+        return outside_runs(chunk, _PASSED_RUN_STRICT if strict else _PASSED_RUN)
 
     def on_event(self, event: SSEEvent) -> bool:
         data = event.data

@@ -12,12 +12,13 @@ adds items not seen before.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 from typing import Any
 
 from ..records import TokenUsage
 from ..routing import RESPONSES
-from ..sse import Span, SSEEvent, blocks_named, named_events
+from ..sse import Span, SSEEvent, outside_runs
 from .base import ApiInterception, ReturnedResult, parse_args, text_of_parts
 from .openai_chat import openai_token_usage
 
@@ -32,9 +33,14 @@ _NEEDED = frozenset(
 )
 
 
-# A needed event's name line, where names are (see sse.named_events).
-_NEEDED_BYTES = frozenset(name.encode() for name in _NEEDED)
-_NEEDED_LINES = tuple(b"event: " + name + b"\n" for name in sorted(_NEEDED_BYTES))
+# Runs of events on_event passes over unread (see sse.outside_runs): the
+# deltas that make up most of a stream, by name (no needed name ends in
+# ".delta"). Events of other names are shown to on_event, which reads those
+# it needs.
+_PASSED_RUN = re.compile(
+    rb"(?:event: response\.(?:output_text|function_call_arguments|reasoning_summary_text"
+    rb"|reasoning_text|custom_tool_call_input|refusal)\.delta\n(?:data: .*+\n)++\n)*+"
+)
 
 
 class ResponsesInterception(ApiInterception):
@@ -95,13 +101,7 @@ class ResponsesInterception(ApiInterception):
     # -- streaming ----------------------------------------------------------
 
     def needed_in(self, chunk: bytes) -> list[Span] | None:
-        # Named events only: on_event reads those with a needed name.
-        n = named_events(chunk)
-        if n == 1:  # one event per read: the usual shape at low load
-            return [(0, len(chunk))] if chunk[7 : chunk.index(b"\n")] in _NEEDED_BYTES else []
-        if not n:
-            return None
-        return blocks_named(chunk, _NEEDED_LINES)
+        return outside_runs(chunk, _PASSED_RUN)
 
     def on_event(self, event: SSEEvent) -> bool:
         data = event.data
