@@ -3,6 +3,7 @@ and httpx, used when a host injects a client or transport)."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 
 import httpx
@@ -75,6 +76,41 @@ def test_unreachable_and_timeout(
     assert r.json()["error"]["code"] == "upstream_timeout"
     ends = slow.recorder.wait_ended()
     assert (ends[0].status, ends[0].http_status) == ("failed", 504)
+
+
+def test_read_timeout_bounds_each_silence_not_the_whole_answer(
+    start_bridge: Callable[..., Running],
+    seam: Callable[[Timeouts], Upstream],
+    fake: FakeUpstream,
+    client: httpx.Client,
+) -> None:
+    """A stream whose events come 0.15 s apart runs well past a 0.4 s read
+    timeout and completes; the same timeout cuts a stream that falls silent
+    after its first events."""
+    running = start_bridge(upstream=seam(Timeouts(read=0.4)))
+    events = streams.chat_events("one two three four five six", pieces=6, include_usage=False)
+    fake.enqueue(FakeResponse.sse(events, chunk_delay=0.15))
+    began = time.monotonic()
+    body = {**CHAT, "stream": True}
+    r = client.post(running.url + "/openai/v1/chat/completions", headers=AUTH, json=body)
+    assert time.monotonic() - began > 0.4 * 2  # longer than the timeout, twice over
+    assert r.status_code == 200 and r.content == b"".join(events)
+    ended = running.recorder.wait_ended()[0]
+    assert (ended.status, ended.error) == ("completed", None)
+
+    fake.enqueue(FakeResponse.sse(events[:3], hang=5.0))
+    got = b""
+    with (
+        pytest.raises(httpx.RemoteProtocolError),  # cut, as the upstream fell silent
+        client.stream(
+            "POST", running.url + "/openai/v1/chat/completions", headers=AUTH, json=body
+        ) as streamed,
+    ):
+        for piece in streamed.iter_raw():
+            got += piece
+    assert got == b"".join(events[:3])
+    ended = running.recorder.wait_ended(2)[-1]
+    assert ended.status == "failed" and ended.error is not None and "timed out" in ended.error
 
 
 def test_cut_stream_reaches_the_client_cut(
