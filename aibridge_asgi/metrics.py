@@ -14,10 +14,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry
 
+from ._prom import CounterFamily, Families, GaugeFamily, HistogramFamily
 from .config import ProviderConfig
 from .hooks import BridgeHooks, Timings
 from .records import (
@@ -56,24 +56,6 @@ class _Bounded:
         return value
 
 
-class _Children:
-    """``metric.labels(*values)``, remembered: prometheus_client checks and
-    locks on every ``labels()`` call, a dict lookup does not. Label values
-    are bounded (see :class:`_Bounded`), so this stays small."""
-
-    __slots__ = ("_cache", "_metric")
-
-    def __init__(self, metric: Any) -> None:
-        self._metric = metric
-        self._cache: dict[tuple[str, ...], Any] = {}
-
-    def __call__(self, *values: str) -> Any:
-        child = self._cache.get(values)
-        if child is None:
-            child = self._cache[values] = self._metric.labels(*values)
-        return child
-
-
 @dataclass(slots=True)
 class _Live:
     provider_name: str
@@ -103,25 +85,36 @@ class PrometheusHooks(BridgeHooks):
         self._live: dict[str, _Live] = {}
         user = ["actor"] if per_user else []
         p = prefix
+        # Kept in plain objects and read when scraped (see _prom): an update
+        # costs a dict lookup and an add, not prometheus_client's locks.
+        families = Families(registry)
 
-        def counter(name: str, doc: str, labels: Sequence[str]) -> Counter:
-            return Counter(p + name, doc, labels, registry=registry)
+        def counter(name: str, doc: str, labels: Sequence[str]) -> CounterFamily:
+            family = CounterFamily(p + name.removesuffix("_total"), doc, labels)
+            families.add(family)
+            return family
+
+        def gauge(name: str, doc: str, labels: Sequence[str]) -> GaugeFamily:
+            family = GaugeFamily(p + name, doc, labels)
+            families.add(family)
+            return family
 
         def histogram(
             name: str, doc: str, labels: Sequence[str], buckets: Sequence[float]
-        ) -> Histogram:
-            return Histogram(p + name, doc, labels, buckets=buckets, registry=registry)
+        ) -> HistogramFamily:
+            family = HistogramFamily(p + name, doc, labels, buckets)
+            families.add(family)
+            return family
 
         self.interceptions = counter(
             "interceptions_total",
             "Interceptions by outcome.",
             ["provider", "provider_name", "route", "model", "client", "status", *user],
         )
-        self.in_flight = Gauge(
-            p + "interceptions_in_flight",
+        self.in_flight = gauge(
+            "interceptions_in_flight",
             "Interceptions currently running.",
             ["provider_name", "route"],
-            registry=registry,
         )
         self.duration = histogram(
             "interception_duration_seconds",
@@ -179,11 +172,10 @@ class PrometheusHooks(BridgeHooks):
             "Passthrough calls.",
             ["provider_name", "method", "status"],
         )
-        self.circuit_state = Gauge(
-            p + "circuit_state",
+        self.circuit_state = gauge(
+            "circuit_state",
             "Circuit breaker state: 0 closed, 1 half-open, 2 open.",
             ["provider_name", "route", "model"],
-            registry=registry,
         )
         self.circuit_trips = counter(
             "circuit_trips_total", "Times a breaker opened.", ["provider_name", "route", "model"]
@@ -230,22 +222,23 @@ class PrometheusHooks(BridgeHooks):
             "timeout, undelivered at close).",
             ["record", "reason"],
         )
+        families.register()
 
         # The children the per-request hooks update, looked up once each.
-        self._in_flight = _Children(self.in_flight)
-        self._upstream_errors = _Children(self.upstream_errors)
-        self._tokens = _Children(self.tokens)
-        self._unpriced = _Children(self.unpriced)
-        self._cost = _Children(self.cost)
-        self._tool_results = _Children(self.tool_results)
-        self._prompts = _Children(self.prompts)
-        self._tool_calls = _Children(self.tool_calls)
-        self._interceptions = _Children(self.interceptions)
-        self._duration = _Children(self.duration)
-        self._first_byte = _Children(self.first_byte)
-        self._overhead = _Children(self.overhead)
-        self._recorder_duration = _Children(self.recorder_duration)
-        self._key_requests = _Children(self.key_requests)
+        self._in_flight = self.in_flight.labels
+        self._upstream_errors = self.upstream_errors.labels
+        self._tokens = self.tokens.labels
+        self._unpriced = self.unpriced.labels
+        self._cost = self.cost.labels
+        self._tool_results = self.tool_results.labels
+        self._prompts = self.prompts.labels
+        self._tool_calls = self.tool_calls.labels
+        self._interceptions = self.interceptions.labels
+        self._duration = self.duration.labels
+        self._first_byte = self.first_byte.labels
+        self._overhead = self.overhead.labels
+        self._recorder_duration = self.recorder_duration.labels
+        self._key_requests = self.key_requests.labels
 
     # -- hooks --------------------------------------------------------------
 

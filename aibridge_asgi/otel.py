@@ -7,10 +7,12 @@ The host configures the SDK and exporter; this module only uses
 
 Each interception gets a span named ``{operation} {model}`` (``chat`` for
 Messages and Chat Completions, ``responses`` for Responses) with GenAI
-semantic-convention attributes and a child ``CLIENT`` span for the upstream
-call (whose W3C trace context goes upstream in ``traceparent``); with
+semantic-convention attributes; its W3C trace context goes upstream in
+``traceparent``. With ``upstream_spans=True`` the upstream call gets a child
+``CLIENT`` span of its own (whose context goes upstream instead); with
 ``record_spans=True``, also one child span per record handed to the recorder
-(about five per interception, which more than doubles the tracing cost).
+(about five per interception). Each span costs about as much CPU in the SDK
+as the rest of a bridged call, so both are off by default.
 Incoming ``traceparent``/``tracestate`` headers make the interception span a
 child of the caller's trace.
 """
@@ -47,19 +49,28 @@ class _Live:
     response_ids: list[str] = field(default_factory=list)
     cost: Decimal | None = None
     unpriced: bool = False
+    upstream_status: int | None = None
 
 
 class OpenTelemetryHooks(BridgeHooks):
     """Bridge hooks that emit spans through ``tracer`` (default: the global
     tracer provider's ``aibridge_asgi`` tracer).
 
-    Two spans per interception (the interception and its upstream call); with
-    ``record_spans=True`` also a ``record <Type>`` span per record the
-    recorder handled (its duration, and an error status if it raised).
+    One span per interception; with ``upstream_spans=True`` also a ``POST
+    upstream`` child span (kind ``CLIENT``) for the upstream call, and with
+    ``record_spans=True`` a ``record <Type>`` span per record the recorder
+    handled (its duration, and an error status if it raised).
     """
 
-    def __init__(self, tracer: Tracer | None = None, *, record_spans: bool = False) -> None:
+    def __init__(
+        self,
+        tracer: Tracer | None = None,
+        *,
+        upstream_spans: bool = False,
+        record_spans: bool = False,
+    ) -> None:
         self._tracer = tracer or trace.get_tracer("aibridge_asgi")
+        self._upstream_spans = upstream_spans
         self._record_spans = record_spans
         self._live: dict[str, _Live] = {}
         # Span contexts kept until the interception's records are delivered
@@ -99,19 +110,20 @@ class OpenTelemetryHooks(BridgeHooks):
         live = self._live.get(interception_id)
         if live is None:
             return ()
-        live.upstream = self._tracer.start_span(
-            "POST upstream", context=live.context, kind=SpanKind.CLIENT
-        )
+        context = live.context
+        if self._upstream_spans:
+            live.upstream = self._tracer.start_span(
+                "POST upstream", context=context, kind=SpanKind.CLIENT
+            )
+            context = trace.set_span_in_context(live.upstream)
         carrier: dict[str, str] = {}
-        propagate.inject(carrier, context=trace.set_span_in_context(live.upstream))
+        propagate.inject(carrier, context=context)
         return [(k.lower().encode(), v.encode()) for k, v in carrier.items()]
 
     def upstream_responded(self, interception_id: str, status: int, seconds: float) -> None:
         live = self._live.get(interception_id)
         if live is not None and live.upstream is not None:
-            live.upstream.set_attribute("http.response.status_code", status)
-            if status >= 400:
-                live.upstream.set_status(Status(StatusCode.ERROR, f"upstream answered {status}"))
+            live.upstream_status = status  # set on the span as it ends (one SDK call)
 
     def upstream_failed(self, interception_id: str, status: int, reason: str) -> None:
         live = self._live.get(interception_id)
@@ -142,30 +154,40 @@ class OpenTelemetryHooks(BridgeHooks):
         live = self._live.pop(started.interception_id, None)
         if live is None:
             return
-        if live.upstream is not None:
-            live.upstream.end()
+        upstream = live.upstream
+        if upstream is not None:
+            status = live.upstream_status
+            if status is not None:
+                upstream.set_attribute("http.response.status_code", status)
+                if status >= 400:
+                    upstream.set_status(Status(StatusCode.ERROR, f"upstream answered {status}"))
+            upstream.end()
         span = live.span
-        span.set_attribute("gen_ai.usage.input_tokens", live.input_tokens + live.cache_read)
-        span.set_attribute("gen_ai.usage.output_tokens", live.output_tokens)
-        span.set_attribute("gen_ai.usage.cache_read_input_tokens", live.cache_read)
+        # One set_attributes call: the SDK takes its lock once, not per attribute.
+        attributes: dict[str, str | int | float | bool] = {
+            "gen_ai.usage.input_tokens": live.input_tokens + live.cache_read,
+            "gen_ai.usage.output_tokens": live.output_tokens,
+            "gen_ai.usage.cache_read_input_tokens": live.cache_read,
+            "aibridge.status": ended.status,
+        }
         if live.response_ids:
-            span.set_attribute("gen_ai.response.id", live.response_ids[-1])
+            attributes["gen_ai.response.id"] = live.response_ids[-1]
         if live.cost is not None:
             # OTel attributes have no decimal type: a float for sums, the
             # exact text alongside.
-            span.set_attribute("aibridge.cost.usd", float(live.cost))
-            span.set_attribute("aibridge.cost.usd_exact", str(live.cost))
+            attributes["aibridge.cost.usd"] = float(live.cost)
+            attributes["aibridge.cost.usd_exact"] = str(live.cost)
         if live.unpriced:
-            span.set_attribute("aibridge.cost.unpriced", True)
-        span.set_attribute("aibridge.status", ended.status)
+            attributes["aibridge.cost.unpriced"] = True
         if ended.credential is not None and ended.key_name is not None:
-            span.set_attribute("aibridge.credential", ended.credential)
-            span.set_attribute("aibridge.key_name", ended.key_name)
+            attributes["aibridge.credential"] = ended.credential
+            attributes["aibridge.key_name"] = ended.key_name
         if ended.http_status is not None:
-            span.set_attribute("http.response.status_code", ended.http_status)
+            attributes["http.response.status_code"] = ended.http_status
         if ended.status == "failed":
-            span.set_attribute("error.type", str(ended.http_status or "internal"))
+            attributes["error.type"] = str(ended.http_status or "internal")
             span.set_status(Status(StatusCode.ERROR, ended.error or "failed"))
+        span.set_attributes(attributes)
         span.end()
         if not self._record_spans:
             return

@@ -44,7 +44,7 @@ def observed(
     provider.add_span_processor(SimpleSpanProcessor(exporter))
     hooks = [
         PrometheusHooks(registry, max_label_values=3),
-        OpenTelemetryHooks(provider.get_tracer("test"), record_spans=True),
+        OpenTelemetryHooks(provider.get_tracer("test"), upstream_spans=True, record_spans=True),
     ]
     yield start_bridge(hooks=hooks), registry
 
@@ -178,14 +178,14 @@ def test_blocking_error_and_cardinality(
     assert models == {"claude-sonnet-4-5", "m0", "m1", "other"}
 
 
-def test_default_tracing_has_two_spans_per_interception(
+def test_default_tracing_has_one_span_per_interception(
     start_bridge: Callable[..., Running],
     fake: FakeUpstream,
     client: httpx.Client,
     exporter: InMemorySpanExporter,
 ) -> None:
-    """Without record_spans: the interception and its upstream call, no span
-    per record, and the upstream still gets the upstream span's context."""
+    """By default: the interception's span alone (no upstream or record
+    spans), and the upstream gets its context."""
     provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(exporter))
     running = start_bridge(hooks=[OpenTelemetryHooks(provider.get_tracer("test"))])
@@ -196,14 +196,14 @@ def test_default_tracing_has_two_spans_per_interception(
     running.recorder.wait_ended(3)
     running.flush()
     spans = exporter.get_finished_spans()
-    assert sorted(s.name for s in spans) == ["POST upstream"] * 3 + ["chat claude-sonnet-4-5"] * 3
-    upstream = [s for s in spans if s.name == "POST upstream"][-1]
+    assert [s.name for s in spans] == ["chat claude-sonnet-4-5"] * 3
     sent = propagate.extract({"traceparent": fake.last().header("traceparent") or ""})
     from opentelemetry import trace
 
-    assert trace.get_current_span(sent).get_span_context().span_id == upstream.context.span_id
-    ended = [s for s in spans if s.name.startswith("chat ")][-1]
-    assert dict(ended.attributes or {})["gen_ai.usage.output_tokens"] == 9
+    assert trace.get_current_span(sent).get_span_context().span_id == spans[-1].context.span_id
+    attributes = dict(spans[-1].attributes or {})
+    assert attributes["gen_ai.usage.output_tokens"] == 9
+    assert attributes["http.response.status_code"] == 200
 
 
 def test_disconnect_and_passthrough(
