@@ -13,6 +13,8 @@ import re
 from dataclasses import dataclass
 
 __all__ = [
+    "DATA_EVENT",
+    "NAMED_EVENT",
     "EventTooLarge",
     "SSEEvent",
     "SSEScanner",
@@ -175,14 +177,19 @@ def _whole(chunk: bytes) -> bool:
 #: One event of the usual named shape: an ``event:`` line, then one or more
 #: ``data:`` lines, then the blank line (``.`` is any byte but LF; reads
 #: holding a CR never get here).
-_NAMED_EVENT = re.compile(rb"event: .*+\n(?:data: .*+\n)++\n")
+NAMED_EVENT = re.compile(rb"event: .*+\n(?:data: .*+\n)++\n")
+#: One event of ``data:`` lines only, then the blank line.
+DATA_EVENT = re.compile(rb"(?:data: .*+\n)++\n")
 
 
-def outside_runs(chunk: bytes, passed: re.Pattern[bytes]) -> list[Span] | None:
+def outside_runs(
+    chunk: bytes, passed: re.Pattern[bytes], shape: re.Pattern[bytes] = NAMED_EVENT
+) -> list[Span] | None:
     """The events of ``chunk`` outside the runs ``passed`` matches, in stream
     order; ``None`` when the chunk holds a CR, does not end with a whole
-    event, or one of those events is not of the usual named shape (an
-    ``event:`` line, then ``data:`` lines).
+    event, or one of those events does not have the expected ``shape``
+    (:data:`NAMED_EVENT`: an ``event:`` line, then ``data:`` lines; or
+    :data:`DATA_EVENT`).
 
     ``passed`` matches, at an event's start, a run of zero or more whole
     events the caller may pass over unread (it always matches, possibly
@@ -195,7 +202,7 @@ def outside_runs(chunk: bytes, passed: re.Pattern[bytes]) -> list[Span] | None:
     if b"\r" in chunk:
         return None
     spans: list[Span] = []
-    run, named = passed.match, _NAMED_EVENT.match
+    run, named = passed.match, shape.match
     pos, size = 0, len(chunk)
     while True:
         matched = run(chunk, pos)

@@ -231,13 +231,9 @@ def test_event_shapes_match_the_scanner(blocks: list[list[bytes]], cut: bool) ->
     assert all(e.data is not None for e in events if e.event == "a")
 
 
-_TEXT = st.one_of(
-    st.text(max_size=12),
-    st.lists(
-        st.sampled_from(['"', "\\", "input_json_delta", "thinking_delta", "\x01", "}", "a"]),
-        max_size=6,
-    ).map("".join),
-)
+_PIECES = ['"', "\\", "\x01", "}", "a", ":{", ":null", "input_json_delta", "thinking_delta"]
+_PIECES += ["tool_calls", "error", "[DONE]", "usage"]  # marks of Chat Completions
+_TEXT = st.one_of(st.text(max_size=12), st.lists(st.sampled_from(_PIECES), max_size=6).map("".join))
 
 
 @settings(max_examples=500, deadline=None)
@@ -268,6 +264,40 @@ def test_anthropic_passes_over_only_text_deltas_without_effect(
         assert spans == [(0, len(event))]
     if not tail and "\x01" not in data:
         assert spans == []  # the shape Anthropic sends is passed over
+
+
+@settings(max_examples=500, deadline=None)
+@given(_TEXT, _TEXT, st.booleans(), st.booleans(), st.booleans())
+def test_chat_passes_over_only_chunks_without_effect(
+    text: str, model: str, fingerprint: bool, usage: bool, escape: bool
+) -> None:
+    """A Chat Completions chunk passed over unread is one that showing to
+    on_event would change nothing, whatever its strings spell."""
+    chunk: dict[str, Any] = {
+        "id": "chatcmpl-x",
+        "object": "chat.completion.chunk",
+        "created": 1,
+        "model": model,
+    }
+    if fingerprint:
+        chunk["system_fingerprint"] = text
+    chunk["choices"] = [
+        {"index": 0, "delta": {"content": text}, "logprobs": None, "finish_reason": None}
+    ]
+    if usage:
+        chunk["usage"] = None
+    data = json.dumps(chunk, separators=(",", ":"), ensure_ascii=escape)
+    event = b"data: " + data.encode() + b"\n\n"
+    events = chat_events("hi", usage=USAGE, pieces=1, include_usage=True)
+    head, rest = events[:1], events[1:]  # the first chunk names the id
+    api = interception_for(CHAT_COMPLETIONS, "i", BODIES[CHAT_COMPLETIONS])
+    api.set_response_id("chatcmpl-x")
+    spans = api.needed_in(event)
+    if spans == []:
+        shown = run(CHAT_COMPLETIONS, [*head, event, *rest], False)
+        hidden = run(CHAT_COMPLETIONS, [*head, *rest], False)
+        assert (shown[0], *shown[2:-1]) == (hidden[0], *hidden[2:-1])
+    assert spans == []  # the shape OpenAI sends is passed over, whatever its strings
 
 
 @pytest.mark.parametrize("route", [MESSAGES, CHAT_COMPLETIONS, RESPONSES])

@@ -16,7 +16,7 @@ from typing import Any
 from ..records import TokenUsage
 from ..routing import MESSAGES
 from ..sse import Span, SSEEvent, outside_runs
-from .base import ApiInterception, ReturnedResult, parse_args, text_of_parts
+from .base import JSON_STRING, ApiInterception, ReturnedResult, parse_args, text_of_parts
 
 __all__ = ["MessagesInterception"]
 
@@ -37,11 +37,10 @@ _PASSED_RUN = re.compile(
 # Anthropic sends (compact JSON, the text one valid JSON string): on_event
 # either skips one or, when its text spells a needed delta's name, parses it
 # and finds a text delta, which it ignores.
-_JSON_STRING = rb'"[^"\\\x00-\x1f]*+(?:\\(?:["\\/bfnrt]|u[0-9a-fA-F]{4})[^"\\\x00-\x1f]*+)*+"'
 _PASSED_RUN_STRICT = re.compile(
     rb"(?:event: ping\n(?:data: .*+\n)++\n"
     rb'|event: content_block_delta\ndata: \{"type":"content_block_delta","index":\d++,'
-    rb'"delta":\{"type":"text_delta","text":' + _JSON_STRING + rb"\}\}\n\n"
+    rb'"delta":\{"type":"text_delta","text":' + JSON_STRING + rb"\}\}\n\n"
     rb")*+"
 )
 

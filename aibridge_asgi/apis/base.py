@@ -14,7 +14,19 @@ from typing import Any
 from ..records import ModelThought, PromptUsage, Record, TokenUsage, ToolResult, ToolUsage
 from ..sse import Span, SSEEvent
 
-__all__ = ["ApiInterception", "ReturnedResult", "clean_text", "parse_args", "text_of_parts"]
+__all__ = [
+    "JSON_STRING",
+    "ApiInterception",
+    "ReturnedResult",
+    "clean_text",
+    "parse_args",
+    "text_of_parts",
+]
+
+#: A JSON string, quotes included, exactly as RFC 8259 allows it (no raw
+#: control character, only the defined escapes), as a bytes pattern: inside
+#: it every quote is escaped, so no ``"name"`` marker can begin or end there.
+JSON_STRING = rb'"[^"\\\x00-\x1f]*+(?:\\(?:["\\/bfnrt]|u[0-9a-fA-F]{4})[^"\\\x00-\x1f]*+)*+"'
 
 #: A tool result found in a request: (tool call id, is_error, content).
 ReturnedResult = tuple[Any, bool, Any]

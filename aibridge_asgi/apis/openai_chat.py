@@ -10,13 +10,14 @@ Tools: every call of every choice, keyed by ``index``, arguments joined.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any, AnyStr
 
 from ..records import TokenUsage
 from ..routing import CHAT_COMPLETIONS
-from ..sse import Span, SSEEvent, blocks_holding
-from .base import ApiInterception, ReturnedResult, parse_args, text_of_parts
+from ..sse import DATA_EVENT, Span, SSEEvent, blocks_holding, outside_runs
+from .base import JSON_STRING, ApiInterception, ReturnedResult, parse_args, text_of_parts
 
 __all__ = ["ChatCompletionsInterception", "member_spans", "with_include_usage"]
 
@@ -33,6 +34,19 @@ _OBJECT_USAGE_B = tuple(x.encode() for x in _OBJECT_USAGE)
 _USAGE_B = _USAGE.encode()
 # The compact null form providers send first: most reads need no other count.
 _NULL_USAGE_B, *_OTHER_USAGE_B = (x.encode() for x in _KNOWN_USAGE)
+# A run of text chunks of the exact shape OpenAI sends them (compact JSON,
+# every string a valid JSON string, the usage null or absent): once the id
+# is known on_event either skips one or, when a string spells a mark,
+# parses it and finds plain text, which changes nothing. A read of such
+# runs needs no search for marks (see sse.outside_runs); any other shape
+# goes to the search below.
+_PASSED_RUN = re.compile(
+    rb'(?:data: \{"id":' + JSON_STRING + rb',"object":"chat\.completion\.chunk",'
+    rb'"created":\d++,"model":' + JSON_STRING + rb","
+    rb'(?:"system_fingerprint":' + JSON_STRING + rb",)?+"
+    rb'"choices":\[\{"index":\d++,"delta":\{"content":' + JSON_STRING + rb"\},"
+    rb'"logprobs":null,"finish_reason":null\}\](?:,"usage":null)?+\}\n\n)*+'
+)
 
 
 def _usage_forms(text: AnyStr, forms: Sequence[AnyStr]) -> int:
@@ -191,6 +205,10 @@ class ChatCompletionsInterception(ApiInterception):
             or b"\r" in chunk
         ):
             return None
+        spans = outside_runs(chunk, _PASSED_RUN, DATA_EVENT)
+        if spans is not None and len(spans) < 8:
+            # The chunks left are few: show them, whatever they hold.
+            return spans
         marks = _READ_NEEDLES
         usage = chunk.count(_USAGE_B)
         if usage:
