@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from bisect import bisect_left
 from collections.abc import Iterator, Sequence
+from typing import Any
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import (
@@ -77,19 +78,26 @@ class _Family:
         self.name = name
         self.documentation = documentation
         self.labelnames = tuple(labelnames)
-        self._children: dict[tuple[str, ...], object] = {}
+        self._children: dict[tuple[str, ...], Any] = {}
 
-    def _child(self, values: tuple[str, ...]) -> object:
+    def _new_child(self) -> Any:
         raise NotImplementedError
 
-    def _values(self, args: tuple[str, ...], kwargs: dict[str, str]) -> tuple[str, ...]:
-        if kwargs:
-            args = tuple(str(kwargs[name]) for name in self.labelnames)
-        if len(args) != len(self.labelnames):
-            raise ValueError(f"{self.name} takes labels {self.labelnames}, got {args!r}")
-        return args
+    def labels(self, *values: str, **named: str) -> Any:
+        """The child for these label values (made on first use)."""
+        key = values if not named and len(values) == len(self.labelnames) else None
+        child = self._children.get(key) if key is not None else None
+        if child is None:
+            if named:
+                values = tuple(str(named[name]) for name in self.labelnames)
+            if len(values) != len(self.labelnames):
+                raise ValueError(f"{self.name} takes labels {self.labelnames}, got {values!r}")
+            child = self._children.get(values)
+            if child is None:
+                child = self._children[values] = self._new_child()
+        return child
 
-    def items(self) -> list[tuple[tuple[str, ...], object]]:
+    def items(self) -> list[tuple[tuple[str, ...], Any]]:
         """The children, copied in one step."""
         return list(self._children.items())
 
@@ -97,32 +105,27 @@ class _Family:
 class CounterFamily(_Family):
     """A counter with labels (``name`` without ``_total``; it is added)."""
 
+    _kind: type[CounterMetricFamily | GaugeMetricFamily] = CounterMetricFamily
+
+    def _new_child(self) -> _Value:
+        return _Value()
+
     def labels(self, *values: str, **named: str) -> _Value:
         """The child for these label values (made on first use)."""
-        key = values if not named and len(values) == len(self.labelnames) else None
-        child = self._children.get(key) if key is not None else None
-        if child is None:
-            key = self._values(values, named)
-            child = self._children.get(key)
-            if child is None:
-                child = self._children[key] = _Value()
-        return child  # type: ignore[return-value]
+        child: _Value = super().labels(*values, **named)
+        return child
 
     def metric(self) -> Metric:
-        family = CounterMetricFamily(self.name, self.documentation, labels=self.labelnames)
+        family = self._kind(self.name, self.documentation, labels=self.labelnames)
         for values, child in self.items():
-            family.add_metric(list(values), child.value)  # type: ignore[attr-defined]
+            family.add_metric(list(values), child.value)
         return family
 
 
 class GaugeFamily(CounterFamily):
     """A gauge with labels."""
 
-    def metric(self) -> Metric:
-        family = GaugeMetricFamily(self.name, self.documentation, labels=self.labelnames)
-        for values, child in self.items():
-            family.add_metric(list(values), child.value)  # type: ignore[attr-defined]
-        return family
+    _kind = GaugeMetricFamily
 
 
 class HistogramFamily(_Family):
@@ -135,21 +138,17 @@ class HistogramFamily(_Family):
         self.bounds = tuple(sorted(float(b) for b in buckets))
         self._les: list[str] = [_go_string(b) for b in self.bounds]  # type: ignore[no-untyped-call]
 
+    def _new_child(self) -> _Histogram:
+        return _Histogram(self.bounds)
+
     def labels(self, *values: str, **named: str) -> _Histogram:
         """The child for these label values (made on first use)."""
-        key = values if not named and len(values) == len(self.labelnames) else None
-        child = self._children.get(key) if key is not None else None
-        if child is None:
-            key = self._values(values, named)
-            child = self._children.get(key)
-            if child is None:
-                child = self._children[key] = _Histogram(self.bounds)
-        return child  # type: ignore[return-value]
+        child: _Histogram = super().labels(*values, **named)
+        return child
 
     def metric(self) -> Metric:
         family = HistogramMetricFamily(self.name, self.documentation, labels=self.labelnames)
         for values, child in self.items():
-            assert isinstance(child, _Histogram)
             counts = list(child.counts)  # one copy: the buckets and +Inf agree
             running = 0
             buckets: list[tuple[str, float]] = []

@@ -265,27 +265,34 @@ def build(config: str, stub: StubUpstream, trace_records: bool) -> tuple[App, An
     return bridge, bridge
 
 
+Case = tuple[str, bytes, tuple[int, list[tuple[bytes, bytes]], Sequence[bytes]]]
+
+
+async def timed_round(
+    app: App, stub: StubUpstream, cases: Sequence[Case], n: int, forever: asyncio.Future[Any]
+) -> float:
+    """CPU microseconds per call over ``n`` calls, the cases in turn."""
+    gc.collect()
+    began = time.process_time()
+    for i in range(n):
+        path, body, answer = cases[i % len(cases)]
+        stub.answer = answer
+        await call(app, path, body, forever)
+    return (time.process_time() - began) / n * 1e6
+
+
 def cpu_per_call(
     loop: asyncio.AbstractEventLoop,
     app: App,
     stub: StubUpstream,
-    cases: list[tuple[str, bytes, tuple[int, list[tuple[bytes, bytes]], Sequence[bytes]]]],
+    cases: list[Case],
     n: int,
 ) -> float:
     """CPU microseconds per call, best of three rounds of ``n`` calls."""
     forever: asyncio.Future[Any] = loop.create_future()
 
     async def rounds() -> float:
-        best = float("inf")
-        for _ in range(3):
-            gc.collect()
-            began = time.process_time()
-            for i in range(n):
-                path, body, answer = cases[i % len(cases)]
-                stub.answer = answer
-                await call(app, path, body, forever)
-            best = min(best, time.process_time() - began)
-        return best / n * 1e6
+        return min([await timed_round(app, stub, cases, n, forever) for _ in range(3)])
 
     return loop.run_until_complete(rounds())
 
@@ -353,21 +360,12 @@ def measure_json_interleaved(
         answer = json_answer(api)
         cases.append((path, request_body(api, False), (200, json_headers(answer), [answer])))
     best = dict.fromkeys(configs, float("inf"))
-
-    async def one_round(app: App, stub: StubUpstream, calls: int) -> float:
-        gc.collect()
-        began = time.process_time()
-        for i in range(calls):
-            path, body, answer = cases[i % len(cases)]
-            stub.answer = answer
-            await call(app, path, body, forever)
-        return (time.process_time() - began) / calls * 1e6
-
     for app, stub, _ in apps.values():
-        loop.run_until_complete(one_round(app, stub, max(n // 10, 10)))  # warm up
+        loop.run_until_complete(timed_round(app, stub, cases, max(n // 10, 10), forever))  # warm
     for _ in range(rounds):
         for config, (app, stub, _) in apps.items():
-            best[config] = min(best[config], loop.run_until_complete(one_round(app, stub, n)))
+            spent = loop.run_until_complete(timed_round(app, stub, cases, n, forever))
+            best[config] = min(best[config], spent)
     for _, _, closer in apps.values():
         if closer is not None:
             loop.run_until_complete(closer.aclose())
