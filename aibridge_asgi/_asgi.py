@@ -10,6 +10,7 @@ from starlette.types import Receive, Scope, Send
 
 from .breaker import CircuitBreakers
 from .config import RetryPolicy
+from .deadlines import Deadlines
 from .delivery import RecordQueue
 from .errors import BridgeError, error_body
 from .hooks import BridgeHooks
@@ -55,6 +56,8 @@ class Runtime:
     costing: Costing | None = None
     tool_result_content: int | None = None
     policy: Policy | None = None
+    #: The coarse deadlines of calls (body time limit, disconnect watcher).
+    deadlines: Deadlines = field(default_factory=Deadlines)
 
     @property
     def max_body_size(self) -> int:
@@ -91,28 +94,46 @@ async def read_body(rt: Runtime, scope: Scope, receive: Receive) -> bytes:
         raise too_large
     chunks: list[bytes] = []
     size = 0
+    # The first receive too: a body that never starts is timed out. A
+    # coarse deadline (see deadlines.py) rather than asyncio.timeout: it
+    # almost never fires, and a loop timer per request is dear under load.
+    timeout = rt.body_timeout
+    task = asyncio.current_task()
+    assert task is not None
+    cancelling = task.cancelling()
+    expired = False
+
+    def expire() -> None:
+        nonlocal expired
+        expired = True
+        task.cancel()
+
+    deadline = rt.deadlines.after(timeout, expire) if timeout is not None else None
     try:
-        # The first receive too: a body that never starts is timed out.
-        async with asyncio.timeout(rt.body_timeout):
-            while True:
-                message = await receive()  # usually the whole body, already buffered
-                if message["type"] == "http.disconnect":
-                    raise ClientGone()
-                chunk = message.get("body", b"")
-                size += len(chunk)
-                if size > limit:
-                    raise too_large
-                if not message.get("more_body", False):
-                    if not chunks:
-                        return bytes(chunk)
-                    chunks.append(chunk)
-                    break
-                if chunk:
-                    chunks.append(chunk)
-    except TimeoutError:
-        raise BridgeError(
-            408, f"request body was not received within {rt.body_timeout:g} seconds"
-        ) from None
+        while True:
+            message = await receive()  # usually the whole body, already buffered
+            if message["type"] == "http.disconnect":
+                raise ClientGone()
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > limit:
+                raise too_large
+            if not message.get("more_body", False):
+                if not chunks:
+                    return bytes(chunk)
+                chunks.append(chunk)
+                break
+            if chunk:
+                chunks.append(chunk)
+    except asyncio.CancelledError:
+        if expired and task.uncancel() <= cancelling:
+            raise BridgeError(
+                408, f"request body was not received within {timeout:g} seconds"
+            ) from None
+        raise
+    finally:
+        if deadline is not None:
+            rt.deadlines.cancel(deadline)
     return b"".join(chunks)
 
 

@@ -344,7 +344,7 @@ async def _exchange(
         if not finished:
             watcher = loop.create_task(watch_disconnect())
 
-    timer = loop.call_later(WATCH_AFTER, start_watcher)
+    timer = rt.deadlines.after(WATCH_AFTER, start_watcher)
     try:
         try:
             await _call(rt, client_send, route, api, url, headers, raw, id_header, outcome, access)
@@ -356,7 +356,7 @@ async def _exchange(
             task.uncancel()
         finally:
             finished = True  # no await since _call ended: the watcher cannot fire
-            timer.cancel()
+            rt.deadlines.cancel(timer)
             if watcher is not None:
                 watcher.cancel()
     finally:

@@ -16,6 +16,7 @@ import httpx
 from yarl import URL
 
 from .config import Timeouts
+from .deadlines import Deadlines
 
 __all__ = [
     "AiohttpUpstream",
@@ -196,64 +197,75 @@ class HttpxUpstream:
 
 class _Silence:
     """Bounds how long the upstream may stay silent while the bridge waits
-    for it, with one timer per call rather than one per read.
+    for it, with one coarse deadline per call rather than a timer per read.
 
-    aiohttp's own ``sock_read`` timeout moves a timer on every read from the
-    socket. Here a read only notes when the wait began (:meth:`waiting`) and
-    ended (:meth:`done`); the timer, armed once, checks at its due time
-    whether the wait it guards is still going on and otherwise re-arms for
-    the current wait (at most one timer per ``limit`` seconds of a call).
-    On expiry it cancels the waiting task; the seam turns that cancellation
-    into its own timeout error (:meth:`expired`).
+    aiohttp's own ``sock_read`` timeout moves a loop timer on every read
+    from the socket. Here a read only notes when the wait began
+    (:meth:`waiting`) and ended (:meth:`done`); the deadline (see
+    :mod:`~aibridge_asgi.deadlines`), set once, checks when it comes whether
+    the wait it guards is still going on and otherwise is set again for the
+    current wait (at most once per ``limit`` seconds of a call). On expiry
+    it cancels the waiting task; the seam turns that cancellation into its
+    own timeout error (:meth:`expired`).
     """
 
-    __slots__ = ("_cancelling", "_handle", "_limit", "_loop", "_since", "_task", "fired")
+    __slots__ = (
+        "_cancelling",
+        "_deadlines",
+        "_key",
+        "_limit",
+        "_loop",
+        "_since",
+        "_task",
+        "fired",
+    )
 
-    def __init__(self, limit: float) -> None:
+    def __init__(self, limit: float, deadlines: Deadlines) -> None:
         self._limit = limit
+        self._deadlines = deadlines
         self._loop = asyncio.get_running_loop()
         task = asyncio.current_task()
         assert task is not None
         self._task = task
         self._cancelling = task.cancelling()
         self._since: float | None = None
-        self._handle: asyncio.TimerHandle | None = None
+        self._key: int | None = None
         self.fired = False
 
     def waiting(self) -> None:
         """The task starts waiting for the upstream."""
-        self._since = self._loop.time()
-        if self._handle is None:
-            self._handle = self._loop.call_at(self._since + self._limit, self._check)
+        self._since = since = self._loop.time()
+        if self._key is None:
+            self._key = self._deadlines.at(since + self._limit, self._check)
 
     def done(self) -> None:
         """The wait ended (data came, or the wait failed)."""
         self._since = None
 
     def _check(self) -> None:
-        self._handle = None
+        self._key = None
         since = self._since
         if since is None or self._task.done():
-            return  # not waiting now: the next wait arms the timer again
+            return  # not waiting now: the next wait sets the deadline again
         due = since + self._limit
-        if self._loop.time() >= due:
+        if self._loop.time() >= due - self._deadlines.tick:
             self.fired = True
             self._task.cancel()
         else:
-            self._handle = self._loop.call_at(due, self._check)
+            self._key = self._deadlines.at(due, self._check)
 
     def expired(self) -> bool:
-        """After a ``CancelledError`` in a wait: whether it was this timer's
-        (then the cancellation is taken back and the caller raises its
-        timeout error instead)."""
+        """After a ``CancelledError`` in a wait: whether it was this
+        deadline's (then the cancellation is taken back and the caller
+        raises its timeout error instead)."""
         return self.fired and self._task.uncancel() <= self._cancelling
 
     def close(self) -> None:
-        """The call is over: drop the timer."""
+        """The call is over: drop the deadline."""
         self._since = None
-        if self._handle is not None:
-            self._handle.cancel()
-            self._handle = None
+        if self._key is not None:
+            self._deadlines.cancel(self._key)
+            self._key = None
 
 
 class _AiohttpResponse:
@@ -320,6 +332,7 @@ class AiohttpUpstream:
         self._session = session
         self._owned = session is None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._deadlines = Deadlines()
 
     def _get_session(self) -> aiohttp.ClientSession:
         loop = asyncio.get_running_loop()
@@ -354,7 +367,7 @@ class AiohttpUpstream:
         # encoded=True: the client's query string goes out exactly as it came.
         target = URL(url, encoded=True)
         read = self._timeouts.read
-        silence = _Silence(read) if self._owned and read is not None else None
+        silence = _Silence(read, self._deadlines) if self._owned and read is not None else None
         try:
             if silence is not None:
                 silence.waiting()

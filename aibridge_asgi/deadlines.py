@@ -1,0 +1,123 @@
+"""Coarse deadlines: one event-loop timer for the many a bridge keeps.
+
+Every bridged call sets deadlines that almost never fire: the time limit of
+the request body, the moment to start listening for a disconnect, the
+upstream's allowed silence. An event-loop timer is dear under load (with
+uvloop, arming and cancelling one is a few microseconds, and a call armed
+three: about a tenth of the bridge's CPU per request under load). A
+:class:`Deadlines` keeps them in dictionaries by time slot instead, and one
+loop timer, armed for the earliest slot, runs the callbacks that are due.
+
+A deadline fires within half a ``tick`` of its time, usually just after it:
+fine for limits of tenths of seconds and more, not for precise timing.
+Callbacks run on the event loop, like a timer's; one that raises is logged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import logging
+import math
+from collections.abc import Callable
+
+__all__ = ["Deadlines"]
+
+logger = logging.getLogger("aibridge_asgi")
+
+
+class Deadlines:
+    """Deadlines on the running event loop, ``tick`` seconds apart at most.
+
+    Bound to the loop of its first use; used from another loop (a new test,
+    a restarted host), it forgets what the old one held.
+    """
+
+    def __init__(self, tick: float = 0.05) -> None:
+        self.tick = tick
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._slots: dict[int, dict[int, Callable[[], object]]] = {}
+        self._slot_of: dict[int, int] = {}  # key -> slot
+        self._heap: list[int] = []  # slots that had entries (emptied ones are skipped)
+        self._timer: asyncio.TimerHandle | None = None
+        self._armed: int | None = None  # the slot the timer is armed for
+        self._last_key = 0
+
+    def __len__(self) -> int:
+        return len(self._slot_of)
+
+    def after(self, delay: float, callback: Callable[[], object]) -> int:
+        """Call ``callback`` in about ``delay`` seconds; returns a key for
+        :meth:`cancel`."""
+        loop = asyncio.get_running_loop()
+        return self._add(loop, loop.time() + delay, callback)
+
+    def at(self, when: float, callback: Callable[[], object]) -> int:
+        """Call ``callback`` at about ``when`` (the loop's clock)."""
+        return self._add(asyncio.get_running_loop(), when, callback)
+
+    def cancel(self, key: int) -> None:
+        """Forget a deadline (nothing happens if it fired or is unknown)."""
+        slot = self._slot_of.pop(key, None)
+        if slot is None:
+            return
+        entries = self._slots.get(slot)
+        if entries is not None:
+            entries.pop(key, None)
+            if not entries:
+                del self._slots[slot]  # its number stays in the heap until due
+
+    def _add(
+        self, loop: asyncio.AbstractEventLoop, when: float, callback: Callable[[], object]
+    ) -> int:
+        if loop is not self._loop:
+            self._reset(loop)
+        slot = math.ceil(when / self.tick)
+        self._last_key = key = self._last_key + 1
+        entries = self._slots.get(slot)
+        if entries is None:
+            entries = self._slots[slot] = {}
+            heapq.heappush(self._heap, slot)
+            if self._armed is None or slot < self._armed:
+                self._arm(loop, slot)
+        entries[key] = callback
+        self._slot_of[key] = slot
+        return key
+
+    def _reset(self, loop: asyncio.AbstractEventLoop) -> None:
+        if self._timer is not None and self._loop is not None and not self._loop.is_closed():
+            self._timer.cancel()
+        self._loop = loop
+        self._slots.clear()
+        self._slot_of.clear()
+        self._heap.clear()
+        self._timer = None
+        self._armed = None
+
+    def _arm(self, loop: asyncio.AbstractEventLoop, slot: int) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._armed = slot
+        self._timer = loop.call_at(slot * self.tick, self._fire)
+
+    def _fire(self) -> None:
+        loop = self._loop
+        assert loop is not None
+        self._timer = None
+        self._armed = None
+        due = (loop.time() + self.tick / 2) / self.tick
+        heap, slots = self._heap, self._slots
+        while heap and heap[0] <= due:
+            entries = slots.pop(heapq.heappop(heap), None)
+            if not entries:
+                continue
+            for key, callback in entries.items():
+                self._slot_of.pop(key, None)
+                try:
+                    callback()
+                except Exception:
+                    logger.exception("deadline callback failed")
+        while heap and heap[0] not in slots:
+            heapq.heappop(heap)  # emptied by cancel()
+        if heap and (self._armed is None or heap[0] < self._armed):
+            self._arm(loop, heap[0])
