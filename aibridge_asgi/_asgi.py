@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from starlette.types import Receive, Scope, Send
 
 from .breaker import CircuitBreakers
-from .config import RetryPolicy
+from .config import ProviderConfig, RetryPolicy
 from .deadlines import Deadlines
 from .delivery import RecordQueue
 from .errors import BridgeError, error_body
@@ -58,6 +58,15 @@ class Runtime:
     policy: Policy | None = None
     #: The coarse deadlines of calls (body time limit, disconnect watcher).
     deadlines: Deadlines = field(default_factory=Deadlines)
+    _strips: dict[str, frozenset[bytes]] = field(default_factory=dict)
+
+    def strip_for(self, provider: ProviderConfig) -> frozenset[bytes]:
+        """``strip_headers`` and the provider's key header: what the bridge
+        never forwards to that provider (made once per provider)."""
+        strip = self._strips.get(provider.name)
+        if strip is None:
+            strip = self._strips[provider.name] = self.strip_headers | {provider.key_header_name}
+        return strip
 
     @property
     def max_body_size(self) -> int:

@@ -139,6 +139,21 @@ def _connection_tokens(headers: Headers) -> set[bytes]:
     return named
 
 
+# What never goes upstream for a given ``strip`` set: made once per set.
+_DROPPED: dict[frozenset[bytes], frozenset[bytes]] = {}
+# Header names joined by spaces, each a token (the space is not a token byte).
+_TOKENS = re.compile(rb"[!#$%&'*+.^_`|~0-9A-Za-z-]+(?: [!#$%&'*+.^_`|~0-9A-Za-z-]+)*")
+
+
+def _dropped(strip: frozenset[bytes]) -> frozenset[bytes]:
+    drop = _DROPPED.get(strip)
+    if drop is None:
+        drop = HOP_BY_HOP | HOST_CREDENTIALS | REQUEST_ONLY | _REPLACED | strip
+        if len(_DROPPED) < 256:
+            _DROPPED[strip] = drop
+    return drop
+
+
 def request_headers_for_upstream(
     headers: Headers,
     strip: frozenset[bytes],
@@ -152,15 +167,29 @@ def request_headers_for_upstream(
     The bridge asks upstream for ``identity`` encoding so it can relay bytes
     unchanged and parse them on the side.
     """
-    drop = HOP_BY_HOP | HOST_CREDENTIALS | REQUEST_ONLY | _REPLACED | strip | {n for n, _ in add}
-    drop |= _connection_tokens(headers)
+    drop = _dropped(strip)
+    if add:
+        drop = drop | {n for n, _ in add}
+    named = _connection_tokens(headers)
+    if named:
+        drop = drop | named
     out = [(n, v) for n, v in headers if n not in drop]
-    for name, value in out:
-        if not _TOKEN.fullmatch(name) or _CONTROL.search(value):
-            shown = name.decode("latin-1")[:40].encode("unicode_escape").decode()
-            raise BridgeError(
-                400, f"request header {shown!r} has characters that cannot be forwarded"
-            )
+    # One check of all names and one of all values (joining adds no control
+    # byte; a space is no token byte, so the names joined by spaces match
+    # with exactly one space between each two only if every name is a
+    # token); the header at fault is looked for only when one fails.
+    names = b" ".join([n for n, _ in out])
+    if out and (
+        not _TOKENS.fullmatch(names)
+        or names.count(b" ") != len(out) - 1
+        or _CONTROL.search(b"".join([v for _, v in out]))
+    ):
+        for name, value in out:
+            if not _TOKEN.fullmatch(name) or _CONTROL.search(value):
+                shown = name.decode("latin-1")[:40].encode("unicode_escape").decode()
+                raise BridgeError(
+                    400, f"request header {shown!r} has characters that cannot be forwarded"
+                )
     out.extend(add)
     out.append((b"accept-encoding", b"identity"))
     return out

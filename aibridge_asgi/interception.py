@@ -298,8 +298,7 @@ async def _exchange(
         except Exception:
             logger.exception("hook %s.upstream_headers failed", type(hook).__name__)
     try:
-        strip = rt.strip_headers | {provider.key_header_name}
-        headers = request_headers_for_upstream(scope["headers"], strip, added)
+        headers = request_headers_for_upstream(scope["headers"], rt.strip_for(provider), added)
     except BridgeError as exc:
         outcome.http_status, outcome.error = exc.status, exc.message
         await send_error(send, provider.kind, exc, (id_header,))
