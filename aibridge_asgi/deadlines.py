@@ -39,6 +39,7 @@ class Deadlines:
         self._slots: dict[int, dict[int, Callable[[], object]]] = {}
         self._slot_of: dict[int, int] = {}  # key -> slot
         self._heap: list[int] = []  # slots that had entries (emptied ones are skipped)
+        self._queued: set[int] = set()  # the slots in the heap, each once
         self._timer: asyncio.TimerHandle | None = None
         self._armed: int | None = None  # the slot the timer is armed for
         self._last_key = 0
@@ -77,7 +78,9 @@ class Deadlines:
         entries = self._slots.get(slot)
         if entries is None:
             entries = self._slots[slot] = {}
-            heapq.heappush(self._heap, slot)
+            if slot not in self._queued:
+                self._queued.add(slot)
+                heapq.heappush(self._heap, slot)
             if self._armed is None or slot < self._armed:
                 self._arm(loop, slot)
         entries[key] = callback
@@ -91,6 +94,7 @@ class Deadlines:
         self._slots.clear()
         self._slot_of.clear()
         self._heap.clear()
+        self._queued.clear()
         self._timer = None
         self._armed = None
 
@@ -107,8 +111,11 @@ class Deadlines:
         self._armed = None
         due = (loop.time() + self.tick / 2) / self.tick
         heap, slots = self._heap, self._slots
+        queued = self._queued
         while heap and heap[0] <= due:
-            entries = slots.pop(heapq.heappop(heap), None)
+            slot = heapq.heappop(heap)
+            queued.discard(slot)
+            entries = slots.pop(slot, None)
             if not entries:
                 continue
             for key, callback in entries.items():
@@ -118,6 +125,6 @@ class Deadlines:
                 except Exception:
                     logger.exception("deadline callback failed")
         while heap and heap[0] not in slots:
-            heapq.heappop(heap)  # emptied by cancel()
+            queued.discard(heapq.heappop(heap))  # emptied by cancel()
         if heap and (self._armed is None or heap[0] < self._armed):
             self._arm(loop, heap[0])

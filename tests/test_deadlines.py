@@ -113,3 +113,17 @@ def test_a_new_event_loop_forgets_the_old_one() -> None:
     asyncio.run(second())
     assert fired == ["new"]
     assert len(deadlines) == 0
+
+
+def test_what_it_holds_is_bounded_by_the_time_range_not_the_calls() -> None:
+    """Many calls setting and cancelling the same far deadline (a body time
+    limit) keep one slot number each, not one per call."""
+
+    async def main() -> None:
+        deadlines = Deadlines(TICK)
+        for _ in range(5_000):
+            deadlines.cancel(deadlines.after(120.0, lambda: None))
+        assert len(deadlines) == 0
+        assert len(deadlines._heap) <= 3  # the same slot or its neighbours
+
+    run(main)
