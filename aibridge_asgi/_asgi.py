@@ -10,7 +10,7 @@ from starlette.types import Receive, Scope, Send
 
 from .breaker import CircuitBreakers
 from .config import ProviderConfig, RetryPolicy
-from .deadlines import Deadlines
+from .deadlines import Deadlines, WaitLimit
 from .delivery import RecordQueue
 from .errors import BridgeError, error_body
 from .hooks import BridgeHooks
@@ -103,21 +103,13 @@ async def read_body(rt: Runtime, scope: Scope, receive: Receive) -> bytes:
         raise too_large
     chunks: list[bytes] = []
     size = 0
-    # The first receive too: a body that never starts is timed out. A
-    # coarse deadline (see deadlines.py) rather than asyncio.timeout: it
-    # almost never fires, and a loop timer per request is dear under load.
+    # The first receive too: a body that never starts is timed out, by a
+    # coarse deadline rather than asyncio.timeout (deadlines.py: it almost
+    # never fires, and a loop timer per request is dear under load).
     timeout = rt.body_timeout
-    task = asyncio.current_task()
-    assert task is not None
-    cancelling = task.cancelling()
-    expired = False
-
-    def expire() -> None:
-        nonlocal expired
-        expired = True
-        task.cancel()
-
-    deadline = rt.deadlines.after(timeout, expire) if timeout is not None else None
+    limit_wait = WaitLimit(timeout, rt.deadlines) if timeout is not None else None
+    if limit_wait is not None:
+        limit_wait.waiting()  # never done(): the whole body is bounded
     try:
         while True:
             message = await receive()  # usually the whole body, already buffered
@@ -135,14 +127,14 @@ async def read_body(rt: Runtime, scope: Scope, receive: Receive) -> bytes:
             if chunk:
                 chunks.append(chunk)
     except asyncio.CancelledError:
-        if expired and task.uncancel() <= cancelling:
+        if limit_wait is not None and limit_wait.expired():
             raise BridgeError(
                 408, f"request body was not received within {timeout:g} seconds"
             ) from None
         raise
     finally:
-        if deadline is not None:
-            rt.deadlines.cancel(deadline)
+        if limit_wait is not None:
+            limit_wait.close()
     return b"".join(chunks)
 
 

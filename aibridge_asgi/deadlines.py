@@ -21,7 +21,7 @@ import logging
 import math
 from collections.abc import Callable
 
-__all__ = ["Deadlines"]
+__all__ = ["Deadlines", "WaitLimit"]
 
 logger = logging.getLogger("aibridge_asgi")
 
@@ -128,3 +128,77 @@ class Deadlines:
             queued.discard(heapq.heappop(heap))  # emptied by cancel()
         if heap and (self._armed is None or heap[0] < self._armed):
             self._arm(loop, heap[0])
+
+
+class WaitLimit:
+    """Bounds how long the running task may wait, with one deadline (see
+    :class:`Deadlines`) rather than a loop timer per wait.
+
+    :meth:`waiting` starts the clock when the task begins to wait (for the
+    upstream's next bytes, for a request body), :meth:`done` stops it when
+    the wait ends; a task that never calls :meth:`done` is bounded from its
+    first :meth:`waiting` on. The deadline, set once, checks when it comes
+    whether the wait it guards is still going on and otherwise is set again
+    for the current wait (at most once per ``limit`` seconds). On expiry it
+    cancels the task; the caller, catching that ``CancelledError``, asks
+    :meth:`expired` and raises its own timeout error instead. aiohttp's
+    ``sock_read`` timeout, by contrast, moves a loop timer on every read.
+    """
+
+    __slots__ = (
+        "_cancelling",
+        "_deadlines",
+        "_key",
+        "_limit",
+        "_loop",
+        "_since",
+        "_task",
+        "fired",
+    )
+
+    def __init__(self, limit: float, deadlines: Deadlines) -> None:
+        self._limit = limit
+        self._deadlines = deadlines
+        self._loop = asyncio.get_running_loop()
+        task = asyncio.current_task()
+        assert task is not None
+        self._task = task
+        self._cancelling = task.cancelling()
+        self._since: float | None = None
+        self._key: int | None = None
+        self.fired = False
+
+    def waiting(self) -> None:
+        """The task starts waiting."""
+        self._since = since = self._loop.time()
+        if self._key is None:
+            self._key = self._deadlines.at(since + self._limit, self._check)
+
+    def done(self) -> None:
+        """The wait ended (what it waited for came, or the wait failed)."""
+        self._since = None
+
+    def _check(self) -> None:
+        self._key = None
+        since = self._since
+        if since is None or self._task.done():
+            return  # not waiting now: the next wait sets the deadline again
+        due = since + self._limit
+        if self._loop.time() >= due - self._deadlines.tick:
+            self.fired = True
+            self._task.cancel()
+        else:
+            self._key = self._deadlines.at(due, self._check)
+
+    def expired(self) -> bool:
+        """After a ``CancelledError`` in a wait: whether it was this limit's
+        (then the cancellation is taken back and the caller raises its
+        timeout error instead)."""
+        return self.fired and self._task.uncancel() <= self._cancelling
+
+    def close(self) -> None:
+        """The guarded work is over: drop the deadline."""
+        self._since = None
+        if self._key is not None:
+            self._deadlines.cancel(self._key)
+            self._key = None

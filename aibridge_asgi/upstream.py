@@ -16,7 +16,7 @@ import httpx
 from yarl import URL
 
 from .config import Timeouts
-from .deadlines import Deadlines
+from .deadlines import Deadlines, WaitLimit
 
 __all__ = [
     "AiohttpUpstream",
@@ -195,83 +195,10 @@ class HttpxUpstream:
             await client.aclose()
 
 
-class _Silence:
-    """Bounds how long the upstream may stay silent while the bridge waits
-    for it, with one coarse deadline per call rather than a timer per read.
-
-    aiohttp's own ``sock_read`` timeout moves a loop timer on every read
-    from the socket. Here a read only notes when the wait began
-    (:meth:`waiting`) and ended (:meth:`done`); the deadline (see
-    :mod:`~aibridge_asgi.deadlines`), set once, checks when it comes whether
-    the wait it guards is still going on and otherwise is set again for the
-    current wait (at most once per ``limit`` seconds of a call). On expiry
-    it cancels the waiting task; the seam turns that cancellation into its
-    own timeout error (:meth:`expired`).
-    """
-
-    __slots__ = (
-        "_cancelling",
-        "_deadlines",
-        "_key",
-        "_limit",
-        "_loop",
-        "_since",
-        "_task",
-        "fired",
-    )
-
-    def __init__(self, limit: float, deadlines: Deadlines) -> None:
-        self._limit = limit
-        self._deadlines = deadlines
-        self._loop = asyncio.get_running_loop()
-        task = asyncio.current_task()
-        assert task is not None
-        self._task = task
-        self._cancelling = task.cancelling()
-        self._since: float | None = None
-        self._key: int | None = None
-        self.fired = False
-
-    def waiting(self) -> None:
-        """The task starts waiting for the upstream."""
-        self._since = since = self._loop.time()
-        if self._key is None:
-            self._key = self._deadlines.at(since + self._limit, self._check)
-
-    def done(self) -> None:
-        """The wait ended (data came, or the wait failed)."""
-        self._since = None
-
-    def _check(self) -> None:
-        self._key = None
-        since = self._since
-        if since is None or self._task.done():
-            return  # not waiting now: the next wait sets the deadline again
-        due = since + self._limit
-        if self._loop.time() >= due - self._deadlines.tick:
-            self.fired = True
-            self._task.cancel()
-        else:
-            self._key = self._deadlines.at(due, self._check)
-
-    def expired(self) -> bool:
-        """After a ``CancelledError`` in a wait: whether it was this
-        deadline's (then the cancellation is taken back and the caller
-        raises its timeout error instead)."""
-        return self.fired and self._task.uncancel() <= self._cancelling
-
-    def close(self) -> None:
-        """The call is over: drop the deadline."""
-        self._since = None
-        if self._key is not None:
-            self._deadlines.cancel(self._key)
-            self._key = None
-
-
 class _AiohttpResponse:
     __slots__ = ("_response", "_silence", "headers", "status")
 
-    def __init__(self, response: aiohttp.ClientResponse, silence: _Silence | None) -> None:
+    def __init__(self, response: aiohttp.ClientResponse, silence: WaitLimit | None) -> None:
         self._response = response
         self._silence = silence
         self.status = response.status
@@ -343,7 +270,7 @@ class AiohttpUpstream:
             t = self._timeouts
             self._session = aiohttp.ClientSession(
                 connector=aiohttp.TCPConnector(limit=0, keepalive_timeout=30),
-                # The read timeout is the seam's own (_Silence): aiohttp's
+                # The read timeout is the seam's own (a WaitLimit): aiohttp's
                 # sock_read would move a timer on every read.
                 timeout=aiohttp.ClientTimeout(
                     total=None, connect=t.connect + t.pool, sock_connect=t.connect, sock_read=None
@@ -367,7 +294,7 @@ class AiohttpUpstream:
         # encoded=True: the client's query string goes out exactly as it came.
         target = URL(url, encoded=True)
         read = self._timeouts.read
-        silence = _Silence(read, self._deadlines) if self._owned and read is not None else None
+        silence = WaitLimit(read, self._deadlines) if self._owned and read is not None else None
         try:
             if silence is not None:
                 silence.waiting()
