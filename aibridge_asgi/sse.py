@@ -168,12 +168,6 @@ class SSEScanner:
         return bytes(self._buf)
 
 
-def _whole(chunk: bytes) -> bool:
-    """``chunk`` ends an event, and splits into whole LF-terminated events
-    with no empty block (the shape :meth:`SSEScanner.feed` splits fastest)."""
-    return chunk.endswith(b"\n\n") and b"\r" not in chunk and b"\n\n\n" not in chunk
-
-
 #: One event of the usual named shape: an ``event:`` line, then one or more
 #: ``data:`` lines, then the blank line (``.`` is any byte but LF; reads
 #: holding a CR never get here).
@@ -256,16 +250,16 @@ def whole_event(raw: bytes) -> SSEEvent:
     return SSEEvent(raw, name, _joined(data))
 
 
-def blocks_holding(chunk: bytes, needles: tuple[bytes, ...], spans: list[Span]) -> list[Span]:
-    """``spans`` and the events of ``chunk`` holding any of ``needles``, in
-    stream order, each once.
+def blocks_holding(chunk: bytes, needles: tuple[bytes, ...]) -> list[Span]:
+    """The events of ``chunk`` holding any of ``needles``, in stream order,
+    each once.
 
     ``chunk`` must be whole LF-terminated events (empty lines between them
     are fine) that does not start with an LF, and no needle may hold a line
     end, so the blank lines around a hit bound its event.
     """
-    starts = {start for start, _ in spans}
-    found = list(spans)
+    starts: set[int] = set()
+    found: list[Span] = []
     for needle in needles:
         at = chunk.find(needle)
         while at != -1:
@@ -276,6 +270,6 @@ def blocks_holding(chunk: bytes, needles: tuple[bytes, ...], spans: list[Span]) 
                 starts.add(start)
                 found.append((start, end))
             at = chunk.find(needle, end)
-    if len(found) != len(spans):
+    if len(needles) > 1:
         found.sort()
     return found

@@ -365,7 +365,7 @@ def test_blocks_found_by_bytes_are_the_scanners_events(
         b"\n".join(lines) + (b"\n\n\n" if empty else b"\n\n") for lines, empty in blocks
     )
     events = SSEScanner().feed(chunk)
-    spans = blocks_holding(chunk, (needle,), [])
+    spans = blocks_holding(chunk, (needle,))
     assert [chunk[a:b] for a, b in spans] == [e.raw for e in events if needle in e.raw]
     for a, b in spans:
         assert whole_event(chunk[a:b]) == next(e for e in events if e.raw == chunk[a:b])

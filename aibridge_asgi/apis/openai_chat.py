@@ -217,7 +217,7 @@ class ChatCompletionsInterception(ApiInterception):
                 if usage != known + _usage_forms(chunk, _OTHER_USAGE_B):
                     return None  # an odd usage: on_event reads it (see _odd_usage)
                 marks = _READ_NEEDLES + _OBJECT_USAGE_B
-        return blocks_holding(chunk, marks, [])
+        return blocks_holding(chunk, marks)
 
     def on_event(self, event: SSEEvent) -> bool:
         data = event.data
