@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from bisect import bisect_left
 from collections.abc import Iterator, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import (
@@ -73,6 +73,9 @@ class _Histogram:
 
 class _Family:
     """A metric name, its labels and its children by label values."""
+
+    #: The prometheus_client family this one is shown as.
+    _kind: type[CounterMetricFamily | GaugeMetricFamily | HistogramMetricFamily]
 
     def __init__(self, name: str, documentation: str, labelnames: Sequence[str]) -> None:
         self.name = name
@@ -131,6 +134,8 @@ class GaugeFamily(CounterFamily):
 class HistogramFamily(_Family):
     """A histogram with labels and fixed bucket bounds."""
 
+    _kind = HistogramMetricFamily
+
     def __init__(
         self, name: str, documentation: str, labelnames: Sequence[str], buckets: Sequence[float]
     ) -> None:
@@ -147,7 +152,7 @@ class HistogramFamily(_Family):
         return child
 
     def metric(self) -> Metric:
-        family = HistogramMetricFamily(self.name, self.documentation, labels=self.labelnames)
+        family = self._kind(self.name, self.documentation, labels=self.labelnames)
         for values, child in self.items():
             counts = list(child.counts)  # one copy: the buckets and +Inf agree
             running = 0
@@ -160,6 +165,9 @@ class HistogramFamily(_Family):
         return family
 
 
+F = TypeVar("F", bound="CounterFamily | HistogramFamily")
+
+
 class Families(Collector):
     """The collector that shows :class:`_Family` metrics to a registry."""
 
@@ -167,9 +175,10 @@ class Families(Collector):
         self._families: list[CounterFamily | HistogramFamily] = []
         self._registry = registry
 
-    def add(self, family: CounterFamily | HistogramFamily) -> None:
-        """Show ``family`` too (call before :meth:`register`)."""
+    def add(self, family: F) -> F:
+        """Show ``family`` too (call before :meth:`register`); returns it."""
         self._families.append(family)
+        return family
 
     def register(self) -> None:
         """Register with the registry (which checks the names are free)."""
@@ -181,10 +190,4 @@ class Families(Collector):
 
     def describe(self) -> Iterator[Metric]:
         for family in self._families:
-            kind = type(family)
-            if kind is HistogramFamily:
-                yield HistogramMetricFamily(family.name, family.documentation)
-            elif kind is GaugeFamily:
-                yield GaugeMetricFamily(family.name, family.documentation)
-            else:
-                yield CounterMetricFamily(family.name, family.documentation)
+            yield family._kind(family.name, family.documentation)

@@ -90,21 +90,15 @@ class PrometheusHooks(BridgeHooks):
         families = Families(registry)
 
         def counter(name: str, doc: str, labels: Sequence[str]) -> CounterFamily:
-            family = CounterFamily(p + name.removesuffix("_total"), doc, labels)
-            families.add(family)
-            return family
+            return families.add(CounterFamily(p + name.removesuffix("_total"), doc, labels))
 
         def gauge(name: str, doc: str, labels: Sequence[str]) -> GaugeFamily:
-            family = GaugeFamily(p + name, doc, labels)
-            families.add(family)
-            return family
+            return families.add(GaugeFamily(p + name, doc, labels))
 
         def histogram(
             name: str, doc: str, labels: Sequence[str], buckets: Sequence[float]
         ) -> HistogramFamily:
-            family = HistogramFamily(p + name, doc, labels, buckets)
-            families.add(family)
-            return family
+            return families.add(HistogramFamily(p + name, doc, labels, buckets))
 
         self.interceptions = counter(
             "interceptions_total",
