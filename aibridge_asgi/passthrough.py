@@ -75,7 +75,7 @@ async def _forward(
         return exc.status
     url = upstream_url(provider.resolved_base_url, route.upstream_path, scope["query_string"])
     try:
-        strip = rt.strip_headers | {provider.key_header_name}
+        strip = rt.strip_for(provider)
         headers = request_headers_for_upstream(raw_headers, strip, provider.extra_headers)
         while True:
             credential = access.next()

@@ -305,7 +305,7 @@ class WebSocketSessions:
             access = keys.access(provider.name, byok=byok, actor_credentials=actor.credentials)
             headers = request_headers_for_upstream(
                 scope["headers"],
-                host._rt.strip_headers | _HANDSHAKE | {provider.key_header_name},
+                host._rt.strip_for(provider) | _HANDSHAKE,
                 provider.extra_headers,
             )
         except BridgeError as exc:
