@@ -297,6 +297,15 @@ def cpu_per_call(
     return loop.run_until_complete(rounds())
 
 
+def json_mix() -> list[Case]:
+    """One non-streaming call of each API, with its prepared answer."""
+    cases: list[Case] = []
+    for api, path in PATHS.items():
+        answer = json_answer(api)
+        cases.append((path, request_body(api, False), (200, json_headers(answer), [answer])))
+    return cases
+
+
 def reads_of(events: list[bytes], per_read: int) -> list[bytes]:
     return [b"".join(events[i : i + per_read]) for i in range(0, len(events), per_read)]
 
@@ -312,10 +321,7 @@ def measure(
     else:
         app, closer = build(config, stub, trace_records)
     out: dict[str, float] = {}
-    json_cases = []
-    for api, path in PATHS.items():
-        answer = json_answer(api)
-        json_cases.append((path, request_body(api, False), (200, json_headers(answer), [answer])))
+    json_cases = json_mix()
     cpu_per_call(loop, app, stub, json_cases, n // 10)  # warm up
     out["json us/request"] = cpu_per_call(loop, app, stub, json_cases, n)
     for api, path in PATHS.items():
@@ -355,10 +361,7 @@ def measure_json_interleaved(
         else:
             app, closer = build(config, stub, trace_records)
             apps[config] = (app, stub, closer)
-    cases = []
-    for api, path in PATHS.items():
-        answer = json_answer(api)
-        cases.append((path, request_body(api, False), (200, json_headers(answer), [answer])))
+    cases = json_mix()
     best = dict.fromkeys(configs, float("inf"))
     for app, stub, _ in apps.values():
         loop.run_until_complete(timed_round(app, stub, cases, max(n // 10, 10), forever))  # warm
@@ -381,10 +384,7 @@ def run_calls(config: str, case: str, calls: int) -> None:
     app, closer = build(config, stub, False)
     forever: asyncio.Future[Any] = loop.create_future()
     if case == "json":
-        cases = []
-        for api, path in PATHS.items():
-            answer = json_answer(api)
-            cases.append((path, request_body(api, False), (200, json_headers(answer), [answer])))
+        cases = json_mix()
     else:
         api, _, per_read = case.partition(":")
         reads = reads_of(stream_events(api, 200), int(per_read or 1))
