@@ -29,17 +29,15 @@ _NEEDED_DELTA_BYTES = tuple(n.encode() for n in _NEEDED_DELTAS)
 # Pings, whatever their data, always. In a read where no needed delta's name
 # occurs, every content_block_delta with one data line: on_event skips it
 # unparsed.
-_PASSED_RUN = re.compile(
-    rb"(?:event: ping\n(?:data: .*+\n)++\n"
-    rb"|event: content_block_delta\ndata: .*+\n\n)*+"
-)
+_PING_EVENT = rb"event: ping\n(?:data: .*+\n)++\n"
+_PASSED_RUN = re.compile(rb"(?:" + _PING_EVENT + rb"|event: content_block_delta\ndata: .*+\n\n)*+")
 # Where a needed delta's name occurs, only text deltas of the exact shape
 # Anthropic sends (compact JSON, the text one valid JSON string): on_event
 # either skips one or, when its text spells a needed delta's name, parses it
 # and finds a text delta, which it ignores.
 _PASSED_RUN_STRICT = re.compile(
-    rb"(?:event: ping\n(?:data: .*+\n)++\n"
-    rb'|event: content_block_delta\ndata: \{"type":"content_block_delta","index":\d++,'
+    rb"(?:" + _PING_EVENT + rb"|event: content_block_delta\n"
+    rb'data: \{"type":"content_block_delta","index":\d++,'
     rb'"delta":\{"type":"text_delta","text":' + JSON_STRING + rb"\}\}\n\n"
     rb")*+"
 )
