@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Sequence
+from http.cookiejar import CookieJar, DefaultCookiePolicy
 from typing import Protocol
 
 import aiohttp
@@ -160,6 +161,9 @@ class HttpxUpstream:
                 limits=httpx.Limits(max_connections=None, max_keepalive_connections=256),
                 follow_redirects=False,
                 trust_env=False,
+                # One client serves every user: cookies an upstream sets must
+                # not come back on someone else's calls.
+                cookies=CookieJar(policy=DefaultCookiePolicy(allowed_domains=())),
             )
         return self._client
 
@@ -276,6 +280,9 @@ class AiohttpUpstream:
                     total=None, connect=t.connect + t.pool, sock_connect=t.connect, sock_read=None
                 ),
                 auto_decompress=False,
+                # One session serves every user: cookies an upstream sets
+                # (Cloudflare's, say) must not come back on someone else's calls.
+                cookie_jar=aiohttp.DummyCookieJar(),
                 skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding", "Content-Type"),
                 trust_env=False,
             )

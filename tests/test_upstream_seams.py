@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from aibridge_asgi import InterceptionEnded, Timeouts
-from aibridge_asgi.testing import FakeResponse, FakeUpstream, streams
+from aibridge_asgi.testing import FakeResponse, FakeUpstream, ServerThread, streams
 from aibridge_asgi.upstream import AiohttpUpstream, HttpxUpstream, Upstream
 
 from .conftest import HOST_TOKEN, Running
@@ -153,3 +153,26 @@ def test_redirects_are_not_followed(
     assert r.status_code == 307
     assert r.headers["location"] == "http://127.0.0.1:9/steal"
     assert len(fake.requests) == 1
+
+
+def test_upstream_cookies_are_not_kept_between_calls(
+    start_bridge: Callable[..., Running],
+    seam: Callable[[Timeouts], Upstream],
+    fake: FakeUpstream,
+    upstream: ServerThread,
+    client: httpx.Client,
+) -> None:
+    """The bridge's own session serves every user: a cookie the upstream
+    sets reaches the client that got it, never a later call upstream."""
+    # A host name, not an address: cookie jars refuse cookies for addresses.
+    base = upstream.url.replace("127.0.0.1", "localhost")
+    running = start_bridge(upstream=seam(Timeouts()), base_urls={"openai": base + "/v1"})
+    cookie = "__cf_bm=abc123; path=/; HttpOnly"
+    fake.enqueue(FakeResponse.json(streams.chat_completion(), headers=[("set-cookie", cookie)]))
+    first = client.post(running.url + "/openai/v1/chat/completions", headers=AUTH, json=CHAT)
+    assert first.status_code == 200
+    assert first.headers["set-cookie"] == cookie
+    second = client.post(running.url + "/openai/v1/chat/completions", headers=AUTH, json=CHAT)
+    assert second.status_code == 200
+    assert len(fake.requests) == 2
+    assert fake.last().header("cookie") is None
