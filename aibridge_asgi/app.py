@@ -44,7 +44,7 @@ from .passthrough import passthrough
 from .policy import Check, Policy
 from .pricing import Costing, PriceBook, default_prices
 from .records import Actor, Record, Recorder
-from .routing import match_route, route_path
+from .routing import Routes
 from .upstream import AiohttpUpstream, HttpxUpstream, Upstream
 from .websocket import WebSocketSessions
 
@@ -88,7 +88,9 @@ class Bridge:
         runtime: Runtime,
         token_headers: Sequence[bytes],
     ) -> None:
-        self.providers = providers
+        #: Which paths the bridge serves (:func:`~aibridge_asgi.routing.match_route`,
+        #: remembered by path).
+        self.routes = Routes(providers)
         self._resolve_token = resolve_token
         self._resolver_is_async = inspect.iscoroutinefunction(resolve_token) or (
             inspect.iscoroutinefunction(getattr(resolve_token, "__call__", None))  # noqa: B004
@@ -105,6 +107,15 @@ class Bridge:
         self._close_task: asyncio.Task[None] | None = None
         self._close_loop: asyncio.AbstractEventLoop | None = None
 
+    @property
+    def providers(self) -> Mapping[str, ProviderConfig]:
+        """The provider instances served, by name."""
+        return self.routes.providers
+
+    @providers.setter
+    def providers(self, providers: Mapping[str, ProviderConfig]) -> None:
+        self.routes = Routes(providers)
+
     # -- ASGI ---------------------------------------------------------------
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -117,8 +128,7 @@ class Bridge:
             await self._lifespan(receive, send)
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
-        path = route_path(scope["path"], scope.get("root_path", ""), scope.get("raw_path"))
-        match = match_route(path, self.providers) if path is not None else None
+        match = self.routes.match(scope["path"], scope.get("root_path", ""), scope.get("raw_path"))
         if match is None or isinstance(match, ProviderConfig):
             shape = match.kind if match is not None else None
             await send_error(

@@ -199,11 +199,15 @@ def request_headers_for_upstream(
 _SERVER_SET = frozenset({b"content-length", b"date", b"server"})
 
 
+_NEVER_TO_CLIENT = HOP_BY_HOP | _SERVER_SET
+
+
 def response_headers_for_client(headers: Headers) -> list[tuple[bytes, bytes]]:
     """Upstream response headers minus hop-by-hop ones, ``Content-Length``
     (the bridge frames the body itself) and ``Date``/``Server`` (the host's
     server sends its own; two of each confuse strict clients)."""
-    drop = HOP_BY_HOP | _SERVER_SET | _connection_tokens(headers)
+    named = _connection_tokens(headers)
+    drop = _NEVER_TO_CLIENT | named if named else _NEVER_TO_CLIENT
     return [(n, v) for n, v in headers if n not in drop]
 
 

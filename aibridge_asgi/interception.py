@@ -22,7 +22,6 @@ import asyncio
 import json
 import logging
 import time
-import uuid
 from typing import Any
 
 from starlette.types import Message, Receive, Scope, Send
@@ -43,6 +42,7 @@ from .clients import detect_client
 from .errors import BridgeError
 from .hooks import Timings
 from .hooks import call as call_hooks
+from .ids import new_id
 from .keys import Access, Credential
 from .records import Actor, InterceptionEnded, InterceptionStarted, TokenUsage, utcnow
 from .relay import KEEPALIVE_COMMENT, Outcome, relay_body, relay_json_array, relay_stream
@@ -138,7 +138,7 @@ async def intercept(
     assert route.api is not None
     outcome = Outcome(rt, began=time.perf_counter())
     provider = route.provider
-    interception_id = str(uuid.uuid4())
+    interception_id = new_id()
     id_header = (INTERCEPTION_ID_HEADER, interception_id.encode())
     raw_headers: list[tuple[bytes, bytes]] = scope["headers"]
     headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in raw_headers}

@@ -21,6 +21,7 @@ __all__ = [
     "RESPONSES",
     "STREAM_GENERATE_CONTENT",
     "Route",
+    "Routes",
     "match_route",
     "route_path",
 ]
@@ -63,13 +64,17 @@ class Route:
     model: str | None = None
 
 
+def _raw_unsafe(raw_path: bytes | None) -> bool:
+    return raw_path is not None and (b"%" in raw_path or b"\\" in raw_path)
+
+
 def route_path(scope_path: str, root_path: str, raw_path: bytes | None) -> str | None:
     """Return the path below the bridge's mount, or ``None`` if it is unsafe.
 
     Unsafe: percent-escapes in the raw path (encoded slashes and dots),
     backslashes, empty segments (``//``), dot segments and control characters.
     """
-    if raw_path is not None and (b"%" in raw_path or b"\\" in raw_path):
+    if _raw_unsafe(raw_path):
         return None
     path = scope_path
     if root_path and path.startswith(root_path):
@@ -117,3 +122,43 @@ def match_route(
     if _OPENAI_PASSTHROUGH.match(rest):
         return Route(provider, None, rest)
     return provider
+
+
+#: How many paths :class:`Routes` remembers (then it starts over), and the
+#: longest it remembers.
+_REMEMBERED = 1024
+_LONGEST_REMEMBERED = 512
+
+
+class Routes:
+    """:func:`route_path` then :func:`match_route`, remembered by path.
+
+    Clients call the same few paths over and over; a path that matched a
+    route is looked up in a dict the next time. Only matches are kept (a
+    client probing for 404s fills nothing), up to ``_REMEMBERED`` of them.
+    """
+
+    __slots__ = ("_matched", "providers")
+
+    def __init__(self, providers: Mapping[str, ProviderConfig]) -> None:
+        self.providers = providers
+        self._matched: dict[tuple[str, str], Route] = {}
+
+    def match(
+        self, scope_path: str, root_path: str, raw_path: bytes | None
+    ) -> Route | ProviderConfig | None:
+        """What :func:`match_route` answers for the request's path (``None``
+        for an unsafe one)."""
+        if _raw_unsafe(raw_path):
+            return None
+        key = (scope_path, root_path)
+        route = self._matched.get(key)
+        if route is not None:
+            return route
+        path = route_path(scope_path, root_path, None)
+        match = match_route(path, self.providers) if path is not None else None
+        if isinstance(match, Route) and len(scope_path) <= _LONGEST_REMEMBERED:
+            if len(self._matched) >= _REMEMBERED:
+                self._matched.clear()
+            self._matched[key] = match
+        return match

@@ -33,7 +33,6 @@ import json
 import logging
 import re
 import time
-import uuid
 from collections import deque
 from collections.abc import Awaitable, Mapping, Sequence
 from dataclasses import dataclass
@@ -52,6 +51,7 @@ from .clients import detect_client
 from .config import ProviderConfig
 from .errors import BridgeError, error_body
 from .hooks import call as call_hooks
+from .ids import new_id
 from .interception import record_end
 from .keys import Access, Credential
 from .records import (
@@ -63,7 +63,7 @@ from .records import (
     utcnow,
 )
 from .relay import Outcome
-from .routing import RESPONSES, match_route, route_path
+from .routing import RESPONSES, Routes
 from .sse import SSEEvent
 
 __all__ = ["CLOSE_BAD_GATEWAY", "WebSocketSessions", "WebSocketSettings"]
@@ -132,7 +132,7 @@ class WebSocketSettings:
 class _Host(Protocol):
     """What the sessions need from :class:`~aibridge_asgi.app.Bridge`."""
 
-    providers: Mapping[str, ProviderConfig]
+    routes: Routes
     _rt: Runtime
     _token_headers: tuple[bytes, ...]
     _closing: bool
@@ -266,8 +266,7 @@ class WebSocketSessions:
     ) -> tuple[ProviderConfig, Actor, Access, str, list[tuple[bytes, bytes]]]:
         """Route and authenticate the upgrade; raise :class:`_Refusal`."""
         host = self._host
-        path = route_path(scope["path"], scope.get("root_path", ""), scope.get("raw_path"))
-        match = match_route(path, host.providers) if path is not None else None
+        match = host.routes.match(scope["path"], scope.get("root_path", ""), scope.get("raw_path"))
         if (
             not self.settings.enabled
             or match is None
@@ -466,7 +465,7 @@ class _Turn:
     ) -> None:
         rt = session.rt
         self.warmup = warmup
-        self.interception_id = str(uuid.uuid4())
+        self.interception_id = new_id()
         self.outcome = Outcome(rt, began=time.perf_counter())
         self.outcome.upstream_began = self.outcome.began
         # A warm-up carries no user turn: its observer sees no input.

@@ -19,6 +19,8 @@ from starlette.applications import Starlette
 from starlette.routing import Mount
 from starlette.types import Receive, Scope, Send
 
+from aibridge_asgi.config import ProviderConfig
+from aibridge_asgi.routing import Routes, match_route, route_path
 from aibridge_asgi.testing import (
     ANTHROPIC_KEY,
     OPENAI_KEY,
@@ -228,6 +230,40 @@ def test_path_escapes_are_404_and_never_reach_upstream(
             assert status == 200, target
             assert [r.path for r in fake.requests] == [upstream_path], target
             fake.requests.clear()
+
+
+def test_remembered_routes_answer_as_the_matcher_does() -> None:
+    """``Routes`` remembers matched paths; asked again, and for escaped forms
+    of a remembered path, it answers exactly as ``route_path`` then
+    ``match_route``. Misses are not remembered, and the memo is bounded."""
+    providers = {
+        "anthropic": ProviderConfig("anthropic", "anthropic", "k"),
+        "openai": ProviderConfig("openai", "openai", "k"),
+    }
+    routes = Routes(providers)
+
+    def expected(path: str, root: str, raw: bytes | None) -> object:
+        below = route_path(path, root, raw)
+        return match_route(below, providers) if below is not None else None
+
+    paths = [p for _, p, _, _ in BRIDGED + PASSTHROUGH] + ["/openai/v1/nope", "/nowhere"]
+    cases = [(p, "", p.encode()) for p in paths] + [(p, "", None) for p in paths]
+    cases += [("/mnt" + p, "/mnt", ("/mnt" + p).encode()) for p in paths]
+    # The decoded path of an escaped request equals a remembered one.
+    cases += [("/anthropic/v1/models", "", b"/anthropic/v1/%6dodels")]
+    cases += [("/openai/v1/chat/completions", "", b"/openai/v1/chat%2fcompletions")]
+    cases += [("/anthropic/v1/models", "", b"/anthropic/v1\\models")]
+    cases += [(t.split("?")[0], "", t.encode()) for t in ESCAPES if "%" not in t]
+    for _ in range(2):  # the second time from the memo
+        for path, root, raw in cases:
+            assert routes.match(path, root, raw) == expected(path, root, raw), (path, raw)
+    remembered = routes._matched
+    assert all(m.api is not None or m.upstream_path for m in remembered.values())
+    assert ("/nowhere", "") not in remembered
+    assert ("/openai/v1/nope", "") not in remembered
+    for n in range(3000):  # distinct ids: the memo starts over, never grows past its size
+        assert routes.match(f"/openai/v1/responses/resp_{n}", "", None) is not None
+        assert len(remembered) <= 1024
 
 
 def test_unknown_paths_are_404_in_the_providers_shape(
