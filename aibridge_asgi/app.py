@@ -606,7 +606,8 @@ def create_bridge(
     hook_list = tuple(hooks)
 
     def notify(name: str, *args: object) -> None:
-        call_hooks(hook_list, name, *args)
+        if hook_list:
+            call_hooks(hook_list, name, *args)
 
     if isinstance(byok, str):
         byok = (byok,)  # one provider instance's name

@@ -230,11 +230,13 @@ def record_end(
         key_name=credential.name if credential else None,
     )
     rt.records.put(ended)
-    timings = outcome.timings(time.perf_counter())
-    if rt.hooks:
-        call_hooks(rt.hooks, "interception_ended", started, ended, timings)
-    if end_log.isEnabledFor(logging.INFO):
-        _log_end(started, ended, timings, outcome)
+    logged = end_log.isEnabledFor(logging.INFO)
+    if rt.hooks or logged:
+        timings = outcome.timings(time.perf_counter())
+        if rt.hooks:
+            call_hooks(rt.hooks, "interception_ended", started, ended, timings)
+        if logged:
+            _log_end(started, ended, timings, outcome)
     return ended
 
 
@@ -372,6 +374,13 @@ async def _exchange(
         outcome.status, outcome.error = "cancelled", "client disconnected"
 
 
+def _content_type(headers: list[tuple[bytes, bytes]]) -> bytes:
+    for name, value in headers:
+        if name == b"content-type":
+            return value
+    return b""
+
+
 def _retry_after(headers: list[tuple[bytes, bytes]]) -> float | None:
     """Seconds from a ``Retry-After`` header (delta-seconds form only)."""
     for name, value in headers:
@@ -502,8 +511,7 @@ async def _call(
         return
     verdict: bool | None = None
     try:
-        content_type = next((v for k, v in response.headers if k == b"content-type"), b"")
-        if content_type.startswith(b"text/event-stream"):
+        if _content_type(response.headers).startswith(b"text/event-stream"):
             await relay_stream(rt, send, api, response, id_header, outcome)
         elif api.streams_json_array and response.status < 400:
             await relay_json_array(rt, send, api, response, id_header, outcome)
