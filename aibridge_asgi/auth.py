@@ -139,18 +139,20 @@ def _connection_tokens(headers: Headers) -> set[bytes]:
     return named
 
 
-# What never goes upstream for a given ``strip`` set: made once per set.
-_DROPPED: dict[frozenset[bytes], frozenset[bytes]] = {}
+# What never goes upstream for a given ``strip`` set and names of added
+# headers: made once per pair.
+_DROPPED: dict[tuple[frozenset[bytes], tuple[bytes, ...]], frozenset[bytes]] = {}
 # Header names joined by spaces, each a token (the space is not a token byte).
 _TOKENS = re.compile(rb"[!#$%&'*+.^_`|~0-9A-Za-z-]+(?: [!#$%&'*+.^_`|~0-9A-Za-z-]+)*")
 
 
-def _dropped(strip: frozenset[bytes]) -> frozenset[bytes]:
-    drop = _DROPPED.get(strip)
+def _dropped(strip: frozenset[bytes], added: tuple[bytes, ...]) -> frozenset[bytes]:
+    key = (strip, added)
+    drop = _DROPPED.get(key)
     if drop is None:
-        drop = HOP_BY_HOP | HOST_CREDENTIALS | REQUEST_ONLY | _REPLACED | strip
+        drop = HOP_BY_HOP | HOST_CREDENTIALS | REQUEST_ONLY | _REPLACED | strip | frozenset(added)
         if len(_DROPPED) < 256:
-            _DROPPED[strip] = drop
+            _DROPPED[key] = drop
     return drop
 
 
@@ -167,9 +169,7 @@ def request_headers_for_upstream(
     The bridge asks upstream for ``identity`` encoding so it can relay bytes
     unchanged and parse them on the side.
     """
-    drop = _dropped(strip)
-    if add:
-        drop = drop | {n for n, _ in add}
+    drop = _dropped(strip, tuple([n for n, _ in add]) if add else ())
     named = _connection_tokens(headers)
     if named:
         drop = drop | named
