@@ -623,6 +623,8 @@ def start_target(
     url = f"http://127.0.0.1:{upstream_port}"
     if name == "reference":
         argv = [PY, str(BENCH / "reference_proxy.py")]
+    elif name == "floor":  # bench/underload.py only
+        argv = [PY, str(BENCH / "floor_bridge.py")]
     else:
         argv = [PY, str(BENCH / "bridge_host.py"), "--seam", name.removeprefix("bridge-")]
         if keep_records is not None:

@@ -10,6 +10,7 @@ profile taken under load rather than in process.
     .venv/bin/python bench/underload.py --targets reference,bridge-aiohttp \\
         --cases json,anthropic,chat,responses
 
+Targets: ``reference``, ``floor`` (``floor_bridge.py``) or ``bridge-SEAM``.
 Cases: ``json`` (the non-streaming mix at 64 connections) or an API name
 (its 200-event stream at 16 connections).
 """
