@@ -371,13 +371,16 @@ class Bridge:
                                 "%d call(s) did not end after cancellation at close",
                                 self._in_flight,
                             )
+        # WebSocket turns that ended last may still be telling the policy.
+        await self.websockets.aclose(
+            None if deadline is None else max(deadline - reserve - loop.time(), 0.0)
+        )
         left = None if deadline is None else max(deadline - loop.time(), 0.0)
         await self._rt.records.aclose(left)
         try:
             await self._rt.upstream.aclose()
         except Exception:
             logger.exception("closing the upstream client failed")
-        await self.websockets.aclose()
 
     async def __aenter__(self) -> Bridge:
         self.reopen()

@@ -186,6 +186,9 @@ class WebSocketSessions:
         self._host = host
         self.settings = WebSocketSettings()
         self._sessions: set[_Session] = set()
+        #: Policy ends under way (a turn's end is recorded at once; the
+        #: policy hears of it in the background): ``aclose`` waits for them.
+        self._policy_ends: set[asyncio.Task[None]] = set()
         self._http: aiohttp.ClientSession | None = None
         self._http_loop: asyncio.AbstractEventLoop | None = None
 
@@ -387,8 +390,19 @@ class WebSocketSessions:
         for session in list(self._sessions):
             session.wake.set()
 
-    async def aclose(self) -> None:
-        """Release the upstream client (the sockets are closed by then)."""
+    async def aclose(self, grace: float | None = None) -> None:
+        """Wait for the policy to hear of the turns that ended (at most
+        ``grace`` seconds; those still running then are cancelled, and
+        logged), then release the upstream client (the sockets are closed
+        by then)."""
+        loop = asyncio.get_running_loop()
+        ends = [t for t in self._policy_ends if t.get_loop() is loop]
+        if ends:
+            _, late = await asyncio.wait(ends, timeout=grace)
+            if late:
+                logger.error("%d policy end(s) unfinished at close; cancelled", len(late))
+                for task in late:
+                    task.cancel()
         http, self._http = self._http, None
         if http is not None and self._http_loop is asyncio.get_running_loop():
             await http.close()
@@ -843,18 +857,15 @@ class _Session:
             task = asyncio.get_running_loop().create_task(
                 self.rt.policy.finish(turn.admitted, turn.started, ended, outcome)
             )
-            _policy_tasks.add(task)
-            task.add_done_callback(_policy_tasks.discard)
+            ends = self.owner._policy_ends
+            ends.add(task)
+            task.add_done_callback(ends.discard)
 
     def _end_all(self, status: EndStatus, error: str) -> None:
         """End every turn still running (the socket is closing)."""
         while self.turns:
             turn = self.turns.popleft()
             self._end(turn, status, error)
-
-
-#: Policy ends under way (kept referenced until done).
-_policy_tasks: set[asyncio.Task[None]] = set()
 
 
 def _short(reason: str) -> str:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
+import time
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -715,6 +716,77 @@ def test_each_websocket_turn_is_checked_before_it_goes_upstream(
     # The admitted turn's cost reached alice's budget.
     costs = [c.amount for c in recorder.of_type(Cost) if c.amount]
     assert costs and asyncio.run(_spent(store, "alice")) == sum(costs)
+
+
+def test_aclose_waits_for_the_policy_to_hear_of_websocket_turns(
+    start_bridge: Callable[..., Running], fake: FakeUpstream
+) -> None:
+    """A WebSocket turn's end is recorded at once and the policy hears of it
+    in the background: closing the bridge waits for that, so a slot or a
+    spend is never lost to a shutdown."""
+    import aiohttp
+
+    from .test_websocket import HEADERS, create, read_turn, ws_url
+
+    told: list[str] = []
+
+    class SlowToHear:
+        async def check(self, request: InterceptionStarted) -> Refusal | None:
+            return None
+
+        async def ended(
+            self, request: InterceptionStarted, ended: InterceptionEnded, usage: PolicyUsage
+        ) -> None:
+            await asyncio.sleep(0.5)  # a remote store taking its time
+            told.append(ended.status)
+
+    running = start_bridge(policy=[SlowToHear()])
+
+    async def main() -> list[str]:
+        async with (
+            aiohttp.ClientSession() as session,
+            session.ws_connect(ws_url(running), headers=HEADERS) as ws,
+        ):
+            await ws.send_str(create("hello"))
+            return await read_turn(ws)
+
+    frames = asyncio.run(main())
+    assert json.loads(frames[-1])["type"] == "response.completed"
+    running.server.call(running.bridge.aclose())
+    assert told == ["completed"]
+
+
+def test_a_grace_period_bounds_the_wait_for_websocket_policy_ends(
+    start_bridge: Callable[..., Running], fake: FakeUpstream, caplog: pytest.LogCaptureFixture
+) -> None:
+    import aiohttp
+
+    from .test_websocket import HEADERS, create, read_turn, ws_url
+
+    class NeverDone:
+        async def check(self, request: InterceptionStarted) -> Refusal | None:
+            return None
+
+        async def ended(
+            self, request: InterceptionStarted, ended: InterceptionEnded, usage: PolicyUsage
+        ) -> None:
+            await asyncio.sleep(30)
+
+    running = start_bridge(policy=[NeverDone()])
+
+    async def main() -> list[str]:
+        async with (
+            aiohttp.ClientSession() as session,
+            session.ws_connect(ws_url(running), headers=HEADERS) as ws,
+        ):
+            await ws.send_str(create("hello"))
+            return await read_turn(ws)
+
+    asyncio.run(main())
+    began = time.monotonic()
+    running.server.call(running.bridge.aclose(grace_period=0.4))
+    assert time.monotonic() - began < 3
+    assert "policy end(s) unfinished at close" in caplog.text
 
 
 async def _spent(store: MemoryStore, actor: str) -> Decimal:
