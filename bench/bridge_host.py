@@ -44,6 +44,7 @@ PREFIX = "/api/v2/aibridge"
 HOST_TOKEN = "bench-host-token"
 ANTHROPIC_KEY = "sk-ant-bench-upstream"
 OPENAI_KEY = "sk-bench-upstream"
+GOOGLE_KEY = "bench-google-upstream"
 
 #: Seam flag -> class name in aibridge_asgi.upstream.
 #: "aiohttp-obs" adds the observability extras (Prometheus metrics on a
@@ -111,8 +112,12 @@ def build_app(upstream_url: str, seam: str, keep: int = 10_000) -> Starlette:
     recorder = BenchRecorder(keep)
     bridge = create_bridge(
         resolve_token,
-        {"anthropic": ANTHROPIC_KEY, "openai": OPENAI_KEY},
-        base_urls={"anthropic": upstream_url, "openai": upstream_url + "/v1"},
+        {"anthropic": ANTHROPIC_KEY, "openai": OPENAI_KEY, "gemini": GOOGLE_KEY},
+        base_urls={
+            "anthropic": upstream_url,
+            "openai": upstream_url + "/v1",
+            "gemini": upstream_url,
+        },
         recorder=recorder,
         upstream=make_upstream(seam),
         hooks=observability_hooks() if seam.endswith("-obs") else (),

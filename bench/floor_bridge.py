@@ -107,7 +107,11 @@ def build_app(upstream_url: str) -> Starlette:
         provider = request.path_params["provider"]
         key_name, key = KEYS[provider]
         headers = request.headers
-        token = headers.get("x-api-key") or headers.get("authorization", "").removeprefix("Bearer ")
+        token = (
+            headers.get("x-api-key")
+            or headers.get("x-goog-api-key")
+            or headers.get("authorization", "").removeprefix("Bearer ")
+        )
         user = await resolve(token)
         if user is None:
             return JSONResponse({"error": {"message": "invalid credentials"}}, 401)
@@ -116,8 +120,10 @@ def build_app(upstream_url: str) -> Starlette:
         interception_id = str(uuid.uuid4())
         records.put_nowait(Started(interception_id, user, provider, model))
         content_type = headers.get("content-type", "application/json")
+        query = request.scope["query_string"]
         upstream = await session.post(
-            f"{upstream_url}/{request.path_params['rest']}",
+            f"{upstream_url}/{request.path_params['rest']}"
+            + ("?" + query.decode("latin-1") if query else ""),
             data=body,
             headers={"content-type": content_type, key_name: key},
         )

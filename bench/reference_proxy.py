@@ -1,7 +1,8 @@
 """The reference proxy: the smallest honest Starlette forwarder (our limit).
 
 Same paths as the bridge host (``/api/v2/aibridge/{provider}/{rest}`` goes
-to ``{upstream}/{rest}``; for OpenAI ``rest`` already starts with ``v1/``),
+to ``{upstream}/{rest}``, with the query string; for OpenAI ``rest``
+already starts with ``v1/``),
 forwarded with aiohttp through one shared ``ClientSession``. It swaps in the
 provider key and forwards the body and its content type, then relays the
 status, the content type and the body bytes, streaming SSE answers as they
@@ -30,6 +31,7 @@ __all__ = ["build_app"]
 KEYS = {
     "anthropic": ("x-api-key", "sk-ant-bench-upstream"),
     "openai": ("authorization", "Bearer sk-bench-upstream"),
+    "gemini": ("x-goog-api-key", "bench-google-upstream"),
 }
 
 
@@ -55,6 +57,9 @@ def build_app(upstream_url: str) -> Starlette:
             key_name: key,
         }
         url = f"{upstream_url}/{request.path_params['rest']}"
+        query = request.scope["query_string"]
+        if query:  # Gemini's alt=sse
+            url += "?" + query.decode("latin-1")
         upstream = await session.post(url, data=body, headers=headers)
         content_type = upstream.headers.get("content-type", "application/octet-stream")
         if not content_type.startswith("text/event-stream"):

@@ -9,6 +9,9 @@ bytes. It parses just enough HTTP/1.1 (request line, headers,
   contains ``"stream":true``, an SSE stream of ``--events`` events (default
   200) built with :mod:`aibridge_asgi.testing.streams`, sent with chunked
   transfer encoding, one write per event (as a provider does);
+  ``POST /v1beta/models/gemini-2.5-pro:generateContent`` a JSON answer and
+  ``...:streamGenerateContent`` (``alt=sse``) a stream, as Google sends them
+  (CRLF line ends, the usage so far in every chunk);
 * when the body contains ``bench-ttfb``: the headers and the first event,
   then the other events ``--ttfb-gap`` seconds (default 0.002) later, so that
   a time-to-first-byte sample is not slowed by the burst behind the first
@@ -37,6 +40,8 @@ from aibridge_asgi.testing.streams import (
     anthropic_message,
     chat_completion,
     chat_events,
+    gemini_events,
+    gemini_response,
     response_events,
     response_object,
 )
@@ -45,6 +50,9 @@ __all__ = ["build_responses", "main", "stream_events"]
 
 STATUS_LINE = b"HTTP/1.1 200 OK\r\n"
 COMMON = b"date: Thu, 27 Nov 2025 10:00:00 GMT\r\nserver: bench-upstream\r\n"
+
+_GEMINI = "/v1beta/models/gemini-2.5-pro"
+_GOOGLE = b"x-gemini-service-tier: standard\r\nserver-timing: gfet4t7; dur=1\r\n"
 
 # Per API: the JSON builder, the SSE builder, extra response headers.
 _APIS: dict[str, tuple[Callable[..., Any], Callable[..., list[bytes]], bytes]] = {
@@ -63,7 +71,12 @@ _APIS: dict[str, tuple[Callable[..., Any], Callable[..., list[bytes]], bytes]] =
         response_events,
         b"x-request-id: req_bench_01\r\nopenai-processing-ms: 1\r\n",
     ),
+    # Gemini: the method in the path says whether the answer streams.
+    _GEMINI + ":generateContent": (gemini_response, gemini_events, _GOOGLE),
+    _GEMINI + ":streamGenerateContent": (gemini_response, gemini_events, _GOOGLE),
 }
+#: Paths whose answer is always a stream, whatever the body says.
+_STREAMING = {(_GEMINI + ":streamGenerateContent").encode()}
 
 
 def stream_events(path: str, events: int) -> list[bytes]:
@@ -191,7 +204,7 @@ class UpstreamProtocol(asyncio.Protocol):
         answers = self.answers.get(path)
         if answers is None:
             transport.write(_HEALTH if path == b"/health" else _NOT_FOUND)
-        elif b'"stream":true' not in body:
+        elif b'"stream":true' not in body and path not in _STREAMING:
             transport.write(answers.json)
         elif b"bench-ttfb" in body:
             # The first event alone, the rest a moment later: time to first
