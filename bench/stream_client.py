@@ -102,6 +102,12 @@ def _percentile(values: list[float], p: float) -> float:
     return ordered[index]
 
 
+def _has_event(body: bytearray) -> bool:
+    """Whether ``body`` holds a whole SSE event (a blank line, after LF or
+    CRLF line ends: Google ends its lines with CRLF)."""
+    return b"\n\n" in body or b"\n\r\n" in body
+
+
 def ttfb(host: str, port: int, spec: dict[str, Any], n: int, warmup: int) -> dict[str, Any]:
     request = build_request(spec, host, port)
     sock = socket.create_connection((host, port))
@@ -120,7 +126,7 @@ def ttfb(host: str, port: int, spec: dict[str, Any], n: int, warmup: int) -> dic
             if not data:
                 raise ConnectionError("server closed the connection mid-response")
             reader.feed(data)
-            if not first and b"\n\n" in reader.body:
+            if not first and _has_event(reader.body):
                 first = perf()
         end = perf()
         if reader.status != 200:
@@ -128,7 +134,7 @@ def ttfb(host: str, port: int, spec: dict[str, Any], n: int, warmup: int) -> dic
         if i >= warmup:
             firsts.append((first - t0) / 1000)
             totals.append((end - t0) / 1000)
-            events.append(reader.body.count(b"\n\n"))
+            events.append(reader.body.count(b"\n\n") + reader.body.count(b"\n\r\n"))
     sock.close()
     return {
         "n": n,
@@ -157,7 +163,7 @@ async def _open_stream(
     parsed = ChunkedReader()
     try:
         async with asyncio.timeout(within):
-            while b"\n\n" not in parsed.body:
+            while not _has_event(parsed.body):
                 data = await reader.read(65536)
                 if not data:
                     writer.close()
