@@ -87,6 +87,17 @@ class SSEScanner:
             and b"\n\n\n" not in chunk
         ):
             return self._whole_events(chunk)
+        if (
+            not self._buf
+            and chunk.endswith(b"\r\n\r\n")
+            and not chunk.startswith(b"\r\n")
+            and b"\r\n\r\n\r\n" not in chunk
+            and chunk.count(b"\r\n") == chunk.count(b"\r") == chunk.count(b"\n")
+        ):
+            # The same with every line ending in CRLF (Google's streams).
+            return [
+                whole_event(block + b"\r\n\r\n", b"\r\n") for block in chunk[:-4].split(b"\r\n\r\n")
+            ]
         self._buf += chunk
         events = self._scan(final=False)
         if self._max is not None and len(self._buf) > self._max:
@@ -232,12 +243,13 @@ def _joined(data: list[str] | None) -> str | None:
     return data[0] if len(data) == 1 else "\n".join(data)
 
 
-def whole_event(raw: bytes) -> SSEEvent:
-    """The event ``raw`` holds: one whole LF-terminated block (its lines end
-    in LF, the last one blank), as :class:`SSEScanner` would parse it."""
+def whole_event(raw: bytes, line_end: bytes = b"\n") -> SSEEvent:
+    """The event ``raw`` holds: one whole block whose lines all end in
+    ``line_end`` (LF, or CRLF), the last one blank, as :class:`SSEScanner`
+    would parse it."""
     name: str | None = None
     data: list[str] | None = None
-    for line in raw[:-2].split(b"\n"):
+    for line in raw[: -2 * len(line_end)].split(line_end):
         field = _field(line)
         if field is None:
             continue
