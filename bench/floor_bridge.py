@@ -15,7 +15,6 @@ reference,floor,bridge-aiohttp`` compares the three.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import json
@@ -27,9 +26,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import aiohttp
-import uvicorn
-from bridge_host import HOST_TOKEN
-from reference_proxy import KEYS
+from reference_proxy import KEYS, serve
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
@@ -37,7 +34,9 @@ from starlette.routing import Route
 
 __all__ = ["build_app"]
 
-_USERS = {HOST_TOKEN: "bench-user"}
+# bridge_host.py's token (not imported: the floor's process holds no
+# aibridge_asgi module).
+_USERS = {"bench-host-token": "bench-user"}
 
 
 def _now() -> datetime:
@@ -152,23 +151,7 @@ def build_app(upstream_url: str) -> Starlette:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=8104)
-    parser.add_argument("--upstream-url", default="http://127.0.0.1:8101")
-    args = parser.parse_args(argv)
-    uvicorn.run(
-        build_app(args.upstream_url.rstrip("/")),
-        host=args.host,
-        port=args.port,
-        loop="uvloop",
-        http="httptools",
-        workers=1,
-        access_log=False,
-        log_level="warning",
-        backlog=4096,
-        timeout_keep_alive=120,
-    )
+    serve(build_app, __doc__.split("\n\n")[0], 8104, argv)
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import aiohttp
 import uvicorn
@@ -26,7 +26,7 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
-__all__ = ["build_app"]
+__all__ = ["build_app", "serve"]
 
 KEYS = {
     "anthropic": ("x-api-key", "sk-ant-bench-upstream"),
@@ -88,14 +88,19 @@ def build_app(upstream_url: str) -> Starlette:
     )
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def serve(
+    build: Callable[[str], Starlette], description: str, port: int, argv: list[str] | None
+) -> None:
+    """Parse ``--host``, ``--port``, ``--upstream-url`` and serve
+    ``build(upstream_url)`` as the bridge host is served (uvloop, httptools,
+    one worker, no access log)."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=8103)
+    parser.add_argument("--port", type=int, default=port)
     parser.add_argument("--upstream-url", default="http://127.0.0.1:8101")
     args = parser.parse_args(argv)
     uvicorn.run(
-        build_app(args.upstream_url.rstrip("/")),
+        build(args.upstream_url.rstrip("/")),
         host=args.host,
         port=args.port,
         loop="uvloop",
@@ -106,6 +111,10 @@ def main(argv: list[str] | None = None) -> None:
         backlog=4096,
         timeout_keep_alive=120,
     )
+
+
+def main(argv: list[str] | None = None) -> None:
+    serve(build_app, __doc__.split("\n\n")[0], 8103, argv)
 
 
 if __name__ == "__main__":

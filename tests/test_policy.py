@@ -718,16 +718,29 @@ def test_each_websocket_turn_is_checked_before_it_goes_upstream(
     assert costs and asyncio.run(_spent(store, "alice")) == sum(costs)
 
 
+def _one_websocket_turn(running: Running) -> list[str]:
+    """One response.create over a WebSocket to the bridge: its frames."""
+    import aiohttp
+
+    from .test_websocket import HEADERS, create, read_turn, ws_url
+
+    async def main() -> list[str]:
+        async with (
+            aiohttp.ClientSession() as session,
+            session.ws_connect(ws_url(running), headers=HEADERS) as ws,
+        ):
+            await ws.send_str(create("hello"))
+            return await read_turn(ws)
+
+    return asyncio.run(main())
+
+
 def test_aclose_waits_for_the_policy_to_hear_of_websocket_turns(
     start_bridge: Callable[..., Running], fake: FakeUpstream
 ) -> None:
     """A WebSocket turn's end is recorded at once and the policy hears of it
     in the background: closing the bridge waits for that, so a slot or a
     spend is never lost to a shutdown."""
-    import aiohttp
-
-    from .test_websocket import HEADERS, create, read_turn, ws_url
-
     told: list[str] = []
 
     class SlowToHear:
@@ -741,16 +754,7 @@ def test_aclose_waits_for_the_policy_to_hear_of_websocket_turns(
             told.append(ended.status)
 
     running = start_bridge(policy=[SlowToHear()])
-
-    async def main() -> list[str]:
-        async with (
-            aiohttp.ClientSession() as session,
-            session.ws_connect(ws_url(running), headers=HEADERS) as ws,
-        ):
-            await ws.send_str(create("hello"))
-            return await read_turn(ws)
-
-    frames = asyncio.run(main())
+    frames = _one_websocket_turn(running)
     assert json.loads(frames[-1])["type"] == "response.completed"
     running.server.call(running.bridge.aclose())
     assert told == ["completed"]
@@ -759,10 +763,6 @@ def test_aclose_waits_for_the_policy_to_hear_of_websocket_turns(
 def test_a_grace_period_bounds_the_wait_for_websocket_policy_ends(
     start_bridge: Callable[..., Running], fake: FakeUpstream, caplog: pytest.LogCaptureFixture
 ) -> None:
-    import aiohttp
-
-    from .test_websocket import HEADERS, create, read_turn, ws_url
-
     class NeverDone:
         async def check(self, request: InterceptionStarted) -> Refusal | None:
             return None
@@ -773,16 +773,7 @@ def test_a_grace_period_bounds_the_wait_for_websocket_policy_ends(
             await asyncio.sleep(30)
 
     running = start_bridge(policy=[NeverDone()])
-
-    async def main() -> list[str]:
-        async with (
-            aiohttp.ClientSession() as session,
-            session.ws_connect(ws_url(running), headers=HEADERS) as ws,
-        ):
-            await ws.send_str(create("hello"))
-            return await read_turn(ws)
-
-    asyncio.run(main())
+    _one_websocket_turn(running)
     began = time.monotonic()
     running.server.call(running.bridge.aclose(grace_period=0.4))
     assert time.monotonic() - began < 3
