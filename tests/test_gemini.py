@@ -655,3 +655,103 @@ def test_splitter_edge_cases() -> None:
     s = JSONArraySplitter()
     assert s.feed(b'[{"a": [1, 2') == [] and not s.closed
     assert s.finish() == b'{"a": [1, 2'
+
+
+# -- chunks left unread ----------------------------------------------------------
+
+
+class _ReadsEveryChunk(StreamGenerateContentInterception):
+    """The observer as it was: every streamed chunk parsed as it comes."""
+
+    def on_event(self, event: SSEEvent) -> bool:
+        if event.data is not None and event.data.strip():
+            self._chunk(event.data)
+        return True
+
+
+def _plain_records(api: GenerateContentInterception) -> list[dict[str, Any]]:
+    out = []
+    for record in api.drain():
+        fields = {k: getattr(record, k) for k in record.__dataclass_fields__}  # type: ignore[attr-defined]
+        fields.pop("created_at", None)
+        out.append({"type": type(record).__name__, **fields})
+    return out
+
+
+@st.composite
+def _gemini_streams(draw: st.DrawFn) -> list[str]:
+    """Streamed chunks (their data) of an answer with or without thinking and
+    tool calls, usage that may be missing or odd in some chunks, an error
+    or a blocked prompt now and then, and possibly cut short."""
+    calls = [ToolCall(f"tool{n}", {"n": n}, id=f"c{n}") for n in range(draw(st.integers(0, 2)))]
+    chunks = gemini_chunks(
+        draw(st.text(min_size=1, max_size=40)),
+        tool_calls=calls,
+        thinking=draw(st.none() | st.text(min_size=1, max_size=30)),
+        usage=Usage(draw(st.integers(1, 500)), draw(st.integers(1, 500))),
+        pieces=draw(st.integers(1, 8)),
+        finish=draw(st.sampled_from(["STOP", "MAX_TOKENS", "SAFETY"])),
+    )
+    if calls and draw(st.booleans()):  # the calls, then the finish in a chunk of its own
+        last = chunks[-1]
+        reason = last["candidates"][0].pop("finishReason", None)
+        closing = {"content": {"parts": [{"text": ""}], "role": "model"}, "finishReason": reason}
+        chunks.append({**last, "candidates": [closing]})
+    for chunk in chunks:
+        odd = draw(st.sampled_from(["keep", "keep", "drop", "null", "text"]))
+        if odd == "drop":
+            chunk.pop("usageMetadata", None)
+        elif odd != "keep":
+            chunk["usageMetadata"] = None if odd == "null" else "n/a"
+    datas = [json.dumps(c, separators=draw(st.sampled_from([(",", ":"), (", ", ": ")])))
+             for c in chunks]  # fmt: skip
+    if draw(st.booleans()):  # some text before any thinking: thoughts arrive with the id known
+        intro = {"candidates": [{"content": {"parts": [{"text": "so"}], "role": "model"}}]}
+        datas.insert(0, json.dumps({**intro, "responseId": "resp_gemini_fake01"}))
+    extra = draw(st.sampled_from([None, "error", "blocked", "list"]))
+    at = draw(st.integers(0, len(datas)))
+    if extra == "error":
+        datas.insert(at, json.dumps(gemini_error(503, "overloaded", "UNAVAILABLE")))
+    elif extra == "blocked":
+        datas.insert(at, json.dumps({"promptFeedback": {"blockReason": "OTHER"}}))
+    elif extra == "list" and datas:
+        datas[at - 1 if at else 0] = "[" + datas[at - 1 if at else 0] + "]"
+    return datas[: draw(st.integers(1, len(datas)))]
+
+
+@settings(max_examples=300, deadline=None)
+@given(datas=_gemini_streams())
+def test_chunks_left_unread_change_nothing(datas: list[str]) -> None:
+    """Leaving text chunks unread (but for the newest usage) gives the same
+    records, error, end state and usage as parsing every chunk."""
+    lazy, eager = _observer(BODY), _ReadsEveryChunk("iid", BODY, model=MODEL)
+    lazy_records: list[dict[str, Any]] = []
+    eager_records: list[dict[str, Any]] = []
+    for data in datas:
+        event = SSEEvent(f"data: {data}\r\n\r\n".encode(), None, data)
+        lazy.on_event(event)
+        eager.on_event(event)
+        lazy_records += _plain_records(lazy)
+        eager_records += _plain_records(eager)
+    assert (lazy.complete, lazy.error, lazy.overloaded) == (
+        eager.complete,
+        eager.error,
+        eager.overloaded,
+    )
+    lazy.finish()
+    eager.finish()
+    assert lazy_records + _plain_records(lazy) == eager_records + _plain_records(eager)
+
+
+def test_text_chunks_are_left_unread_until_needed() -> None:
+    chunks = gemini_chunks("one two three four", pieces=4, usage=Usage(20, 9))
+    api = _observer(BODY)
+    for chunk in chunks[:-1]:
+        api.on_event(SSEEvent(b"", None, json.dumps(chunk)))
+    assert len(api._unread) == 2  # all but the first (the id) wait
+    api.on_event(SSEEvent(b"", None, "{not json"))  # unread too, and newest
+    api.finish()
+    [usage] = [r for r in api.drain() if isinstance(r, TokenUsage)]
+    # The malformed newest chunk is noted; the usage is the newest readable one.
+    assert api.error == "malformed chunk from upstream"
+    assert usage.output_tokens == chunks[-2]["usageMetadata"]["candidatesTokenCount"]

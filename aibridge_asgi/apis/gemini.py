@@ -14,7 +14,12 @@ element.
   that are only a ``<session_context>`` block (Gemini CLI's environment
   notes, sent before what the person typed).
 - Usage: ``usageMetadata``; each streamed chunk's figures are cumulative, so
-  the last one seen wins. Mapped onto :class:`TokenUsage` as:
+  the last one seen wins. A streamed chunk of text only (no function call,
+  thought, error, block reason or finish reason, once the response id is
+  known and no thinking is open) is not parsed as it comes: the newest
+  such chunk is read for its usage when the next other chunk arrives or
+  the stream ends (a malformed chunk followed by a readable one goes
+  unnoticed). Mapped onto :class:`TokenUsage` as:
   ``input_tokens`` = ``promptTokenCount`` - ``cachedContentTokenCount`` +
   ``toolUsePromptTokenCount`` (prompt tokens include the cached ones; tool-use
   prompt tokens are billed as input but not counted in the prompt);
@@ -52,6 +57,10 @@ __all__ = ["GenerateContentInterception", "StreamGenerateContentInterception"]
 #: Text parts that open with one of these are client boilerplate, not typed.
 _BOILERPLATE = ("<session_context>", "<system-reminder>")
 
+#: A streamed chunk holding none of these (as JSON keys) changes nothing but
+#: the running usage once the response id is known and no thought is open.
+_READ_MARKS = ('"functionCall"', '"thought"', '"error"', '"promptFeedback"', '"finishReason"')
+
 #: finishReason values that mean the model refused or was stopped by a filter.
 REFUSALS = frozenset(
     {
@@ -83,6 +92,8 @@ class GenerateContentInterception(ApiInterception):
         self._thoughts: dict[int, list[str]] = {}
         self._finished_reason: str | None = None
         self._blocked = False
+        #: Streamed chunks put by unread (see :meth:`on_event`), oldest first.
+        self._unread: list[str] = []
 
     def extract_prompt(self, body: Mapping[str, Any]) -> str | None:
         contents = body.get("contents")
@@ -198,6 +209,7 @@ class GenerateContentInterception(ApiInterception):
         return self._finished_reason is not None or self._blocked
 
     def finish(self) -> None:
+        self._read_unread()
         # Thoughts cut off by a disconnect still count as far as they got.
         for index in sorted(self._thoughts):
             self._flush_thoughts(index)
@@ -215,9 +227,36 @@ class GenerateContentInterception(ApiInterception):
 
     def on_event(self, event: SSEEvent) -> bool:
         data = event.data
-        if data is not None and data.strip():
-            self._chunk(data)
+        if data is None or not data.strip():
+            return True
+        if self.response_id and not self._thoughts and not any(m in data for m in _READ_MARKS):
+            # Text only (once the id is known and no thinking is pending):
+            # all such a chunk can change is the running usage, which the
+            # next one replaces. Kept unread until something needs it.
+            self._unread.append(data)
+            return True
+        self._read_unread()
+        self._chunk(data)
         return True
+
+    def _read_unread(self) -> None:
+        """Take the usage of the chunks put by unread: the newest usage
+        object among them (what reading them all in turn would leave).
+        Older chunks are never parsed, so a malformed one goes unnoticed
+        when a well-formed one with usage came after it."""
+        unread, self._unread = self._unread, []
+        for data in reversed(unread):
+            try:
+                parsed = json.loads(data)
+            except (ValueError, RecursionError):
+                self.error = self.error or "malformed chunk from upstream"
+                continue
+            items = parsed if isinstance(parsed, list) else [parsed]
+            for item in reversed(items):
+                usage = item.get("usageMetadata") if isinstance(item, dict) else None
+                if isinstance(usage, dict):
+                    self._usage = usage
+                    return
 
     def on_element(self, element: bytes) -> None:
         self._chunk(element)
