@@ -233,6 +233,38 @@ def _big_prompts(db: Database, user_id: str, count: int, size: int) -> None:
             )
 
 
+def test_lists_read_the_record_tables_columns_once(app: Any, web: httpx.Client) -> None:
+    """A list page looks up the record tables' columns the first time only
+    (on PostgreSQL each look-up is an information_schema query)."""
+    db = app.state.db
+    user(app, "root", admin=True)
+    owner = db.user("root")
+    assert owner is not None
+    _big_prompts(db, owner.id, count=2, size=100)
+
+    class Counting:
+        def __init__(self, conn: Any) -> None:
+            self.conn, self.lookups = conn, 0
+
+        def execute(self, sql: str, params: Any = (), /) -> Any:
+            self.lookups += "PRAGMA table_info" in sql
+            return self.conn.execute(sql, params)
+
+    with db.connect() as conn:
+        counting = Counting(conn)
+        first = list_interceptions(counting, Filters(), limit=10)
+        looked_up = counting.lookups
+        again = list_interceptions(counting, Filters(), limit=10)
+    assert looked_up == 6  # the six record tables, the first time
+    assert counting.lookups == looked_up  # none the second
+    assert again.results == first.results and len(first.results) == 2
+    db.migrate()  # a schema change forgets them
+    with db.connect() as conn:
+        counting = Counting(conn)
+        list_interceptions(counting, Filters(), limit=10)
+    assert counting.lookups == 6
+
+
 def test_lists_never_load_whole_prompts(app: Any, web: httpx.Client) -> None:
     db = app.state.db
     admin = user(app, "root", admin=True)

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from .backends import Backend, Migrations, open_backend
+from .queries import forget_columns
 
 SCHEMA_VERSION = 3
 
@@ -283,7 +284,10 @@ class Database:
 
     def migrate(self) -> tuple[int, int]:
         """Bring the schema to :data:`SCHEMA_VERSION`; (before, after)."""
-        return self.backend.migrate(MIGRATIONS)
+        try:
+            return self.backend.migrate(MIGRATIONS)
+        finally:
+            forget_columns()
 
     def ping(self) -> None:
         """Raise unless the database answers a query."""

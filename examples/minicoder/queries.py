@@ -157,10 +157,25 @@ def list_interceptions(
     return Page(count, results, next_cursor)
 
 
+#: The record tables' column names, by connection class and table: looked up
+#: once (on PostgreSQL an information_schema query per table and page
+#: otherwise); a migration in this process forgets them.
+_COLUMN_NAMES: dict[tuple[type, str], list[str]] = {}
+
+
+def forget_columns() -> None:
+    """Forget the column names read so far (the schema changed)."""
+    _COLUMN_NAMES.clear()
+
+
 def _columns(conn: Connection, table: str, text_limit: int) -> str:
     """The select list of ``table`` with its long text column cut short."""
     long = _LONG_TEXT.get(table)
-    names = [row[1] for row in conn.execute(f"PRAGMA table_info({table})")]
+    key = (type(conn), table)
+    names = _COLUMN_NAMES.get(key)
+    if names is None:
+        names = [row[1] for row in conn.execute(f"PRAGMA table_info({table})")]
+        _COLUMN_NAMES[key] = names
     parts = []
     for name in names:
         if name == long:
