@@ -374,22 +374,23 @@ async def _exchange(
         outcome.status, outcome.error = "cancelled", "client disconnected"
 
 
-def _content_type(headers: list[tuple[bytes, bytes]]) -> bytes:
+def _header(headers: list[tuple[bytes, bytes]], wanted: bytes) -> bytes | None:
+    """The first value of header ``wanted`` (a lower-case name), or None."""
     for name, value in headers:
-        if name == b"content-type":
+        if name == wanted:
             return value
-    return b""
+    return None
 
 
 def _retry_after(headers: list[tuple[bytes, bytes]]) -> float | None:
     """Seconds from a ``Retry-After`` header (delta-seconds form only)."""
-    for name, value in headers:
-        if name == b"retry-after":
-            try:
-                return max(float(value), 0.0)
-            except ValueError:
-                return None
-    return None
+    value = _header(headers, b"retry-after")
+    if value is None:
+        return None
+    try:
+        return max(float(value), 0.0)
+    except ValueError:
+        return None
 
 
 async def _send_upstream(
@@ -511,7 +512,8 @@ async def _call(
         return
     verdict: bool | None = None
     try:
-        if _content_type(response.headers).startswith(b"text/event-stream"):
+        content_type = _header(response.headers, b"content-type") or b""
+        if content_type.startswith(b"text/event-stream"):
             await relay_stream(rt, send, api, response, id_header, outcome)
         elif api.streams_json_array and response.status < 400:
             await relay_json_array(rt, send, api, response, id_header, outcome)

@@ -79,25 +79,10 @@ class SSEScanner:
 
     def feed(self, chunk: bytes) -> list[SSEEvent]:
         """Take the next bytes of the stream; return the events they complete."""
-        if (
-            not self._buf
-            and chunk.endswith(b"\n\n")
-            and not chunk.startswith(b"\n")
-            and b"\r" not in chunk
-            and b"\n\n\n" not in chunk
-        ):
-            return self._whole_events(chunk)
-        if (
-            not self._buf
-            and chunk.endswith(b"\r\n\r\n")
-            and not chunk.startswith(b"\r\n")
-            and b"\r\n\r\n\r\n" not in chunk
-            and chunk.count(b"\r\n") == chunk.count(b"\r") == chunk.count(b"\n")
-        ):
-            # The same with every line ending in CRLF (Google's streams).
-            return [
-                whole_event(block + b"\r\n\r\n", b"\r\n") for block in chunk[:-4].split(b"\r\n\r\n")
-            ]
+        if not self._buf:
+            line_end = _whole_events_line_end(chunk)
+            if line_end is not None:
+                return self._whole_events(chunk, line_end)
         self._buf += chunk
         events = self._scan(final=False)
         if self._max is not None and len(self._buf) > self._max:
@@ -108,10 +93,12 @@ class SSEScanner:
             )
         return events
 
-    def _whole_events(self, chunk: bytes) -> list[SSEEvent]:
-        """Fast path: ``chunk`` is one or more whole LF-terminated events
-        (the usual shape of an upstream read) and nothing is pending."""
-        return [whole_event(block + b"\n\n") for block in chunk[:-2].split(b"\n\n")]
+    def _whole_events(self, chunk: bytes, line_end: bytes) -> list[SSEEvent]:
+        """Fast path: ``chunk`` is one or more whole events whose lines all
+        end in ``line_end`` (the usual shape of an upstream read) and
+        nothing is pending."""
+        blank = line_end + line_end
+        return [whole_event(block + blank, line_end) for block in chunk[: -len(blank)].split(blank)]
 
     def finish(self) -> tuple[list[SSEEvent], bytes]:
         """The stream ended: return the events still completed by a trailing
@@ -177,6 +164,22 @@ class SSEScanner:
     def pending(self) -> bytes:
         """The bytes of the incomplete event at the end of what was fed."""
         return bytes(self._buf)
+
+
+def _whole_events_line_end(chunk: bytes) -> bytes | None:
+    """The line end of ``chunk`` when it is whole events with no empty block
+    whose lines all end in LF, or all in CRLF (Google's streams); else None."""
+    if chunk.endswith(b"\n\n"):
+        if not chunk.startswith(b"\n") and b"\r" not in chunk and b"\n\n\n" not in chunk:
+            return b"\n"
+    elif (
+        chunk.endswith(b"\r\n\r\n")
+        and not chunk.startswith(b"\r\n")
+        and b"\r\n\r\n\r\n" not in chunk
+        and chunk.count(b"\r\n") == chunk.count(b"\r") == chunk.count(b"\n")
+    ):
+        return b"\r\n"
+    return None
 
 
 #: One event of the usual named shape: an ``event:`` line, then one or more

@@ -404,7 +404,7 @@ class WebSocketSessions:
                 for task in late:
                     task.cancel()
         http, self._http = self._http, None
-        if http is not None and self._http_loop is asyncio.get_running_loop():
+        if http is not None and self._http_loop is loop:
             await http.close()
 
 
