@@ -66,10 +66,11 @@ class EventFollower:
             if spans is not None:
                 return self._observe_spans(item, spans) if spans else item
             # What the observer needs can depend on the first event (Chat
-            # Completions before the response id): that one the long way,
-            # then the rest may go the short way.
-            cut = item.find(b"\n\n") + 2
-            if 1 < cut < len(item) and b"\r" not in item:
+            # Completions and Gemini before the response id): that one the
+            # long way, then the rest may go the short way.
+            blank = b"\r\n\r\n" if b"\r" in item else b"\n\n"
+            cut = item.find(blank) + len(blank)
+            if len(blank) <= cut < len(item):
                 self._held = self._observe(scanner.feed(item[:cut]))
                 item = item[cut:]
                 spans = self._api.needed_in(item) if self.observing and scanner.idle else None
@@ -111,7 +112,11 @@ class EventFollower:
         return out[0] if len(out) == 1 else b"".join(out)
 
     def _observe_spans(self, chunk: bytes, spans: list[Span]) -> bytes:
-        dropped = [span for span in spans if not self._show(whole_event(chunk[slice(*span)]))]
+        # needed_in answers for LF reads, or for reads whose lines all end in CRLF.
+        line_end = b"\r\n" if b"\r" in chunk else b"\n"
+        dropped = [
+            span for span in spans if not self._show(whole_event(chunk[slice(*span)], line_end))
+        ]
         self._drain()
         if not dropped:
             return chunk

@@ -21,6 +21,7 @@ __all__ = [
     "Span",
     "blocks_holding",
     "outside_runs",
+    "whole_crlf_events",
     "whole_event",
 ]
 
@@ -166,6 +167,13 @@ class SSEScanner:
         return bytes(self._buf)
 
 
+def whole_crlf_events(chunk: bytes) -> bool:
+    """Whether ``chunk`` is whole events with no empty block whose lines all
+    end in CRLF (Google's streams): then its events are exactly the pieces
+    between its CRLF CRLF pairs."""
+    return _whole_events_line_end(chunk) == b"\r\n"
+
+
 def _whole_events_line_end(chunk: bytes) -> bytes | None:
     """The line end of ``chunk`` when it is whole events with no empty block
     whose lines all end in LF, or all in CRLF (Google's streams); else None."""
@@ -265,22 +273,27 @@ def whole_event(raw: bytes, line_end: bytes = b"\n") -> SSEEvent:
     return SSEEvent(raw, name, _joined(data))
 
 
-def blocks_holding(chunk: bytes, needles: tuple[bytes, ...]) -> list[Span]:
+def blocks_holding(
+    chunk: bytes, needles: tuple[bytes, ...], line_end: bytes = b"\n"
+) -> list[Span]:
     """The events of ``chunk`` holding any of ``needles``, in stream order,
     each once.
 
-    ``chunk`` must be whole LF-terminated events (empty lines between them
-    are fine) that does not start with an LF, and no needle may hold a line
-    end, so the blank lines around a hit bound its event.
+    ``chunk`` must be whole events that does not start with a line end: LF
+    ones (empty lines between them are fine) or, with ``line_end=b"\r\n"``,
+    what :func:`whole_crlf_events` accepts. No needle may hold a CR or an LF,
+    so the blank lines around a hit bound its event.
     """
+    blank = line_end + line_end
+    size = len(blank)
     starts: set[int] = set()
     found: list[Span] = []
     for needle in needles:
         at = chunk.find(needle)
         while at != -1:
-            start = chunk.rfind(b"\n\n", 0, at)
-            start = 0 if start < 0 else start + 2
-            end = chunk.index(b"\n\n", at) + 2
+            start = chunk.rfind(blank, 0, at)
+            start = 0 if start < 0 else start + size
+            end = chunk.index(blank, at) + size
             if start not in starts:
                 starts.add(start)
                 found.append((start, end))

@@ -19,13 +19,22 @@ from hypothesis import strategies as st
 from aibridge_asgi.apis import ApiInterception, interception_for
 from aibridge_asgi.follow import EventFollower
 from aibridge_asgi.records import Record
-from aibridge_asgi.routing import CHAT_COMPLETIONS, MESSAGES, RESPONSES
-from aibridge_asgi.sse import Span, SSEScanner, blocks_holding, outside_runs, whole_event
+from aibridge_asgi.routing import CHAT_COMPLETIONS, MESSAGES, RESPONSES, STREAM_GENERATE_CONTENT
+from aibridge_asgi.sse import (
+    Span,
+    SSEScanner,
+    blocks_holding,
+    outside_runs,
+    whole_crlf_events,
+    whole_event,
+)
 from aibridge_asgi.testing.streams import (
     ToolCall,
     Usage,
     anthropic_events,
     chat_events,
+    gemini_error,
+    gemini_events,
     response_events,
 )
 
@@ -37,7 +46,9 @@ BODIES: dict[str, dict[str, Any]] = {
         "messages": [{"role": "user", "content": "hi"}],
     },
     RESPONSES: {"model": "m", "stream": True, "input": "hi"},
+    STREAM_GENERATE_CONTENT: {"contents": [{"role": "user", "parts": [{"text": "hi"}]}]},
 }
+ROUTES = [MESSAGES, CHAT_COMPLETIONS, RESPONSES, STREAM_GENERATE_CONTENT]
 USAGE = Usage(input_tokens=7, output_tokens=5, cache_read=3)
 CALLS = [ToolCall("call_1", "read_file", '{"path": "a.txt"}')]
 
@@ -52,6 +63,12 @@ def streams_for(route: str) -> list[list[bytes]]:
         return [
             chat_events("hello there, world", usage=USAGE, pieces=6),
             chat_events("x", tool_calls=CALLS, usage=USAGE, include_usage=False),
+        ]
+    if route == STREAM_GENERATE_CONTENT:
+        return [
+            gemini_events("hello there, world", usage=USAGE, pieces=6),
+            gemini_events("ok then", tool_calls=CALLS, thinking="hmm, let me see", usage=USAGE),
+            gemini_events("cut", usage=USAGE, pieces=3, finish="SAFETY"),
         ]
     return [
         response_events("hello there, world", usage=USAGE, pieces=6),
@@ -96,6 +113,36 @@ ODD_EVENTS = [
 ]
 
 
+# Google's streams are CRLF-framed: chunks of text only, without usage, with
+# odd usage, malformed, marks outside the data, a thought once text has
+# begun, an error, data-less and multi-line events, and LF framing mixed in.
+GEMINI_CALL_EVENT = (
+    b'data: {"candidates":[{"content":{"parts":[{"functionCall":{"name":"f","args":{}}}]}}]}'
+    b"\r\n\r\n"
+)
+_TEXT_PARTS = '"candidates":[{"content":{"parts":[{"text":"x"}],"role":"model"},"index":0}]'
+GEMINI_ODD_EVENTS = [
+    b"data: {" + _TEXT_PARTS.encode() + b"}\r\n\r\n",
+    b"data: {" + _TEXT_PARTS.encode() + b',"usageMetadata":{"promptTokenCount":99,'
+    b'"candidatesTokenCount":4}}\r\n\r\n',
+    b'data: {"usageMetadata":"n/a"}\r\n\r\n',
+    b'data: {"usageMetadata":null,"responseId":"r2"}\r\n\r\n',
+    b"data: {bad json\r\n\r\n",
+    b"data: \r\n\r\n",
+    b": keep-alive\r\n\r\n",
+    b"event: x\r\n\r\n",
+    b': "error" "thought"\r\ndata: {"usageMetadata":{"promptTokenCount":3}}\r\n\r\n',
+    b'data: {"usageMetadata":\r\ndata: {"promptTokenCount":7,"candidatesTokenCount":2}}\r\n\r\n',
+    b'data: {"candidates":[{"content":{"parts":[{"text":"hm","thought":true}]}}]}\r\n\r\n',
+    b'data: {"candidates":[{"content":{"parts":[{"text":"a \\"thought\\" b"}]}}]}\r\n\r\n',
+    b"data: " + json.dumps(gemini_error(503, "overloaded", "UNAVAILABLE")).encode() + b"\r\n\r\n",
+    GEMINI_CALL_EVENT,
+    b'data: {"usageMetadata":{"promptTokenCount":5}}\n\n',
+    b"data: [" + b'{"usageMetadata":{"promptTokenCount":8}}' + b"]\r\n\r\n",
+    b"\r\n",
+]
+
+
 def _plain(records: Sequence[Record]) -> list[dict[str, Any]]:
     out = []
     for record in records:
@@ -108,7 +155,7 @@ def _plain(records: Sequence[Record]) -> list[dict[str, Any]]:
 def run(route: str, reads: Sequence[bytes], shortcut: bool) -> tuple[Any, ...]:
     """Follow ``reads`` as the relay does, with or without the shortcut; the
     last item is how many reads (or rests of reads) went the short way."""
-    api: ApiInterception = interception_for(route, "i", BODIES[route])
+    api: ApiInterception = interception_for(route, "i", BODIES[route], model="gemini-2.5-pro")
     records: list[Record] = []
     passed = 0
     needed_in = api.needed_in
@@ -132,8 +179,9 @@ def run(route: str, reads: Sequence[bytes], shortcut: bool) -> tuple[Any, ...]:
 @st.composite
 def cut_stream(draw: st.DrawFn, route: str) -> list[bytes]:
     events = list(draw(st.sampled_from(streams_for(route))))
+    odd = GEMINI_ODD_EVENTS if route == STREAM_GENERATE_CONTENT else ODD_EVENTS
     for _ in range(draw(st.integers(0, 4))):
-        events.insert(draw(st.integers(0, len(events))), draw(st.sampled_from(ODD_EVENTS)))
+        events.insert(draw(st.integers(0, len(events))), draw(st.sampled_from(odd)))
     data = b"".join(events)
     if draw(st.booleans()):  # cut at event boundaries, several events per read
         bounds = sorted(set(draw(st.lists(st.integers(0, len(events)), max_size=12))))
@@ -144,7 +192,7 @@ def cut_stream(draw: st.DrawFn, route: str) -> list[bytes]:
     return [data[a:b] for a, b in itertools.pairwise(edges) if b > a]
 
 
-@pytest.mark.parametrize("route", [MESSAGES, CHAT_COMPLETIONS, RESPONSES])
+@pytest.mark.parametrize("route", ROUTES)
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(data=st.data())
 def test_shortcut_changes_nothing(route: str, data: st.DataObject) -> None:
@@ -152,9 +200,9 @@ def test_shortcut_changes_nothing(route: str, data: st.DataObject) -> None:
     assert run(route, reads, True)[:-1] == run(route, reads, False)[:-1]
 
 
-@pytest.mark.parametrize("route", [MESSAGES, CHAT_COMPLETIONS, RESPONSES])
+@pytest.mark.parametrize("route", ROUTES)
 def test_text_deltas_are_passed_over_one_by_one_and_in_groups(route: str) -> None:
-    (events, _) = streams_for(route)
+    events = streams_for(route)[0]
     alone = run(route, events, True)
     assert alone[-1] >= len(events) - 10  # the framing events are read, not the deltas
     grouped = [b"".join(events[i : i + 4]) for i in range(0, len(events), 4)]
@@ -300,16 +348,108 @@ def test_chat_passes_over_only_chunks_without_effect(
     assert spans == []  # the shape OpenAI sends is passed over, whatever its strings
 
 
-@pytest.mark.parametrize("route", [MESSAGES, CHAT_COMPLETIONS, RESPONSES])
+@pytest.mark.parametrize("route", ROUTES)
 @pytest.mark.parametrize("which", [0, 1])
 def test_a_whole_stream_in_one_read_goes_the_short_way(route: str, which: int) -> None:
     """Under load one read holds many events, text and framing mixed: only
-    the needed events are parsed (Chat Completions: its first event, before
-    the response id, the long way), and nothing changes."""
+    the needed events are parsed (Chat Completions and Gemini: the first
+    event, before the response id, the long way), and nothing changes."""
     events = streams_for(route)[which]
     one = [b"".join(events)]
     assert run(route, one, True)[:-1] == run(route, one, False)[:-1]
-    assert run(route, one, True)[-1] == 1
+    # Gemini's thought chunks send their read the long way.
+    assert run(route, one, True)[-1] == (0 if route == STREAM_GENERATE_CONTENT and which else 1)
+
+
+@st.composite
+def gemini_reads(draw: st.DrawFn) -> list[bytes]:
+    """A Gemini SSE answer in reads of one to five whole events (Google's
+    usual reads), odd events among them, now and then a read cut inside an
+    event or framed with LF (those go the long way, between short ones)."""
+    calls = [ToolCall(f"c{n}", "read_file", {"n": n}) for n in range(draw(st.integers(0, 2)))]
+    events = gemini_events(
+        draw(st.text(min_size=1, max_size=30)),
+        usage=Usage(draw(st.integers(1, 99)), draw(st.integers(1, 99)), draw(st.integers(0, 9))),
+        pieces=draw(st.integers(1, 12)),
+        tool_calls=calls,
+        thinking=draw(st.none() | st.text(min_size=1, max_size=12)),
+        finish=draw(st.sampled_from(["STOP", "SAFETY"])),
+    )
+    # Chunks with marks but no usage, mid-stream, are what tells the order
+    # of the runs of text around them apart: drawn more often.
+    marked = [e for e in GEMINI_ODD_EVENTS if b'"error"' in e or b'"functionCall"' in e]
+    for _ in range(draw(st.integers(0, 4))):
+        odd = draw(st.sampled_from(GEMINI_ODD_EVENTS + marked * 3))
+        events.insert(draw(st.integers(1, len(events))), odd)
+    reads: list[bytes] = []
+    at = 0
+    while at < len(events):
+        n = draw(st.integers(1, 5))
+        piece = b"".join(events[at : at + n])
+        at += n
+        if draw(st.integers(0, 7)) == 0:
+            cut = draw(st.integers(1, len(piece) - 1))
+            reads += [piece[:cut], piece[cut:]]
+        else:
+            reads.append(piece)
+    return reads
+
+
+@settings(max_examples=400, deadline=None)
+@given(gemini_reads())
+def test_gemini_shortcut_changes_nothing(reads: list[bytes]) -> None:
+    """Runs of text chunks kept whole (read for their usage only when a
+    shown chunk or the end needs it) give what the event-by-event way gives."""
+    short = run(STREAM_GENERATE_CONTENT, reads, True)
+    assert short[:-1] == run(STREAM_GENERATE_CONTENT, reads, False)[:-1]
+
+
+def test_gemini_shows_only_chunks_with_marks_and_reads_the_newest_usage() -> None:
+    """Text chunks are neither shown nor split; the newest usage before each
+    shown chunk and at the end is what counts; thinking goes the long way."""
+    api = interception_for(STREAM_GENERATE_CONTENT, "i", BODIES[STREAM_GENERATE_CONTENT])
+    events = gemini_events("one two three four five", usage=USAGE, pieces=5)
+    assert api.needed_in(b"".join(events)) is None  # no response id yet
+    api.set_response_id("resp_gemini_fake01")
+    chunk = b"".join(events)
+    spans = api.needed_in(chunk)
+    assert spans is not None
+    assert [chunk[a:b] for a, b in spans] == [events[-1]]  # the finishReason chunk
+    lf = chunk.replace(b"\r\n", b"\n")
+    assert api.needed_in(lf) is None  # only Google's CRLF framing goes the short way
+    thinking = b"".join(gemini_events("ok", thinking="hmm", usage=USAGE, pieces=2))
+    assert api.needed_in(thinking) is None
+    # Reads of text only are kept whole until their usage is needed.
+    records: list[Record] = []
+    api = interception_for(STREAM_GENERATE_CONTENT, "i", BODIES[STREAM_GENERATE_CONTENT])
+    follower = EventFollower(api, records.append)
+    assert follower.take(events[0]) == events[0]
+    text = b"".join(events[1:-1])
+    assert follower.take(text) == text
+    # Kept as it came, neither split nor parsed, until a chunk or the end needs it.
+    assert [run for _, run in api._ahead] == [text]  # type: ignore[attr-defined]
+    assert follower.take(events[-1]) == events[-1]
+    assert api._unread == []  # type: ignore[attr-defined]
+    api.finish()
+    [usage] = [r for r in api.drain() if type(r).__name__ == "TokenUsage"]
+    assert (usage.input_tokens, usage.output_tokens) == (USAGE.input_tokens, USAGE.output_tokens)
+
+
+def test_gemini_events_shown_after_a_read_are_newer_than_its_runs() -> None:
+    """A caller that shows the next events one by one without asking
+    needed_in first still gets the newest usage: the runs left from the
+    last read come before them."""
+    api = interception_for(STREAM_GENERATE_CONTENT, "i", BODIES[STREAM_GENERATE_CONTENT])
+    events = gemini_events("one two three four", usage=USAGE, pieces=4)
+    api.on_event(whole_event(events[0], b"\r\n"))  # the response id
+    chunk = b"".join([events[1], GEMINI_CALL_EVENT, events[2]])  # text, a call, text
+    spans = api.needed_in(chunk)
+    assert spans is not None and len(spans) == 1
+    api.on_event(whole_event(chunk[slice(*spans[0])], b"\r\n"))
+    api.on_event(whole_event(events[3], b"\r\n"))  # text, shown directly
+    api.finish()
+    [usage] = [r for r in api.drain() if type(r).__name__ == "TokenUsage"]
+    assert usage.output_tokens == json.loads(events[3][6:])["usageMetadata"]["candidatesTokenCount"]
 
 
 def test_needed_in_names_only_the_events_on_event_reads() -> None:
@@ -355,17 +495,21 @@ def test_needed_in_names_only_the_events_on_event_reads() -> None:
         max_size=6,
     ),
     st.sampled_from([b"a", b"b", b"x", b"ab"]),
+    st.booleans(),
 )
 def test_blocks_found_by_bytes_are_the_scanners_events(
-    blocks: list[tuple[list[bytes], bool]], needle: bytes
+    blocks: list[tuple[list[bytes], bool]], needle: bytes, crlf: bool
 ) -> None:
-    """Whole LF-terminated events, any fields, empty lines between them: the
-    blank lines around a needle bound the scanner's event."""
+    """Whole LF-terminated events, any fields, empty lines between them (or
+    whole CRLF-terminated events, Google's framing): the blank lines around
+    a needle bound the scanner's event."""
+    end = b"\r\n" if crlf else b"\n"
     chunk = b"".join(
-        b"\n".join(lines) + (b"\n\n\n" if empty else b"\n\n") for lines, empty in blocks
+        end.join(lines) + (end * 3 if empty and not crlf else end * 2) for lines, empty in blocks
     )
+    assert whole_crlf_events(chunk) == crlf
     events = SSEScanner().feed(chunk)
-    spans = blocks_holding(chunk, (needle,))
+    spans = blocks_holding(chunk, (needle,), end)
     assert [chunk[a:b] for a, b in spans] == [e.raw for e in events if needle in e.raw]
     for a, b in spans:
-        assert whole_event(chunk[a:b]) == next(e for e in events if e.raw == chunk[a:b])
+        assert whole_event(chunk[a:b], end) == next(e for e in events if e.raw == chunk[a:b])

@@ -189,7 +189,9 @@ class ApiInterception:
         no state change, each relayed), ``None`` when it cannot tell without
         seeing them all. A relay may then show just those events and send
         ``chunk`` on without splitting it. ``chunk`` is one read of the
-        stream, taken when no partial event is pending. By default ``None``.
+        stream, taken when no partial event is pending. An answer for a
+        chunk holding a CR is only given when every line of it ends in CRLF
+        (:func:`~aibridge_asgi.sse.whole_crlf_events`). By default ``None``.
         """
         return None
 

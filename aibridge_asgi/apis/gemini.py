@@ -19,7 +19,10 @@ element.
   known and no thinking is open) is not parsed as it comes: the newest
   such chunk is read for its usage when the next other chunk arrives or
   the stream ends (a malformed chunk followed by a readable one goes
-  unnoticed). Mapped onto :class:`TokenUsage` as:
+  unnoticed). A read of such chunks (whole CRLF events, as Google sends
+  them) is not even split: only its chunks holding a mark are shown to the
+  observer, and the runs between them are kept as bytes, split (from the
+  newest) only when their usage is needed. Mapped onto :class:`TokenUsage` as:
   ``input_tokens`` = ``promptTokenCount`` - ``cachedContentTokenCount`` +
   ``toolUsePromptTokenCount`` (prompt tokens include the cached ones; tool-use
   prompt tokens are billed as input but not counted in the prompt);
@@ -44,12 +47,12 @@ element.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 from ..records import TokenUsage
 from ..routing import GENERATE_CONTENT, STREAM_GENERATE_CONTENT
-from ..sse import SSEEvent
+from ..sse import Span, SSEEvent, blocks_holding, whole_crlf_events, whole_event
 from .base import ApiInterception, ReturnedResult
 
 __all__ = ["GenerateContentInterception", "StreamGenerateContentInterception"]
@@ -60,6 +63,9 @@ _BOILERPLATE = ("<session_context>", "<system-reminder>")
 #: A streamed chunk holding none of these (as JSON keys) changes nothing but
 #: the running usage once the response id is known and no thought is open.
 _READ_MARKS = ('"functionCall"', '"thought"', '"error"', '"promptFeedback"', '"finishReason"')
+_READ_MARKS_BYTES = tuple(mark.encode() for mark in _READ_MARKS)
+_CRLF = b"\r\n"
+_BLANK = b"\r\n\r\n"
 
 #: finishReason values that mean the model refused or was stopped by a filter.
 REFUSALS = frozenset(
@@ -92,8 +98,14 @@ class GenerateContentInterception(ApiInterception):
         self._thoughts: dict[int, list[str]] = {}
         self._finished_reason: str | None = None
         self._blocked = False
-        #: Streamed chunks put by unread (see :meth:`on_event`), oldest first.
-        self._unread: list[str] = []
+        #: Streamed chunks put by unread (see :meth:`on_event`), oldest first:
+        #: a chunk's data, or (:meth:`needed_in`) a run of whole CRLF events.
+        self._unread: list[str | bytes] = []
+        #: The runs of the last read given to :meth:`needed_in`, not yet in
+        #: ``_unread``: (the index of the shown chunk they precede, the run).
+        self._ahead: list[tuple[int, bytes]] = []
+        self._shown = 0  # chunks of that read shown to on_event so far
+        self._to_show = 0  # chunks of that read needed_in asked to show
 
     def extract_prompt(self, body: Mapping[str, Any]) -> str | None:
         contents = body.get("contents")
@@ -209,6 +221,7 @@ class GenerateContentInterception(ApiInterception):
         return self._finished_reason is not None or self._blocked
 
     def finish(self) -> None:
+        self._take_ahead(None)
         self._read_unread()
         # Thoughts cut off by a disconnect still count as far as they got.
         for index in sorted(self._thoughts):
@@ -225,7 +238,42 @@ class GenerateContentInterception(ApiInterception):
 
     # -- streaming (a streamGenerateContent answer may reach any of these) ----
 
+    def needed_in(self, chunk: bytes) -> list[Span] | None:
+        self._take_ahead(None)  # the runs of the previous read come first
+        if not self.response_id or self._thoughts or not whole_crlf_events(chunk):
+            return None
+        spans = blocks_holding(chunk, _READ_MARKS_BYTES, _CRLF)
+        if spans and any(b'"thought"' in chunk[start:end] for start, end in spans):
+            return None  # thinking may open: the text after it is to be read
+        at = 0
+        for n, (start, end) in enumerate(spans):
+            if start > at:
+                self._ahead.append((n, chunk[at:start]))
+            at = end
+        if at < len(chunk):
+            self._ahead.append((len(spans), chunk[at:] if at else chunk))
+        self._shown, self._to_show = 0, len(spans)
+        return spans
+
+    def _take_ahead(self, before: int | None) -> None:
+        """Put the runs of the last read that come before its shown chunk
+        number ``before`` (``None``: all of them) with the unread chunks."""
+        ahead = self._ahead
+        taken = 0
+        for index, run in ahead:
+            if before is not None and index > before:
+                break
+            self._unread.append(run)
+            taken += 1
+        del ahead[:taken]
+
     def on_event(self, event: SSEEvent) -> bool:
+        if self._ahead:
+            if self._shown < self._to_show:  # a chunk needed_in asked to show
+                self._take_ahead(self._shown)
+                self._shown += 1
+            else:  # the next read's, split by the scanner
+                self._take_ahead(None)
         data = event.data
         if data is None or not data.strip():
             return True
@@ -245,7 +293,7 @@ class GenerateContentInterception(ApiInterception):
         Older chunks are never parsed, so a malformed one goes unnoticed
         when a well-formed one with usage came after it."""
         unread, self._unread = self._unread, []
-        for data in reversed(unread):
+        for data in _newest_first(unread):
             try:
                 parsed = json.loads(data)
             except (ValueError, RecursionError):
@@ -280,6 +328,23 @@ class GenerateContentInterception(ApiInterception):
             cache_write_input_tokens=0,
             extra=extra,
         )
+
+
+def _newest_first(unread: list[str | bytes]) -> Iterator[str]:
+    """The data of the unread chunks, newest first; a run of whole CRLF
+    events is split from its end, only as far as it is read."""
+    for item in reversed(unread):
+        if isinstance(item, str):
+            yield item
+            continue
+        end = len(item)
+        while end:
+            start = item.rfind(_BLANK, 0, end - len(_BLANK)) + len(_BLANK)
+            start = 0 if start < len(_BLANK) else start
+            data = whole_event(item[start:end], _CRLF).data
+            if data is not None and data.strip():
+                yield data
+            end = start
 
 
 class StreamGenerateContentInterception(GenerateContentInterception):
