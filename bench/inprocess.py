@@ -212,7 +212,7 @@ def memory_policy() -> Any:
 
     store = p.MemoryStore()
     return [
-        p.ModelAccess(allow=["claude-*", "gpt-5*"], deny=["*-preview"]),
+        p.ModelAccess(allow=["claude-*", "gpt-5*", "gemini-*"], deny=["*-preview"]),
         p.Budget(Decimal("1000000"), "month", store),
         p.RateLimit(requests_per_minute=10**9, tokens_per_minute=10**12, store=store),
         p.ConcurrencyLimit(1000, store),

@@ -640,8 +640,10 @@ def start_target(
     url = f"http://127.0.0.1:{upstream_port}"
     if name == "reference":
         argv = [PY, str(BENCH / "reference_proxy.py")]
-    elif name == "floor":  # bench/underload.py only
+    elif name in ("floor", "floor-governed"):  # bench/underload.py only
         argv = [PY, str(BENCH / "floor_bridge.py")]
+        if name == "floor-governed":
+            argv.append("--governed")
     else:
         argv = [PY, str(BENCH / "bridge_host.py"), "--seam", name.removeprefix("bridge-")]
         if keep_records is not None:

@@ -10,7 +10,8 @@ profile taken under load rather than in process.
     .venv/bin/python bench/underload.py --targets reference,bridge-aiohttp \\
         --cases json,anthropic,chat,responses
 
-Targets: ``reference``, ``floor`` (``floor_bridge.py``) or ``bridge-SEAM``.
+Targets: ``reference``, ``floor`` (``floor_bridge.py``), ``floor-governed``
+(``floor_bridge.py --governed``) or ``bridge-SEAM``.
 Cases: ``json`` (the non-streaming mix at 64 connections) or an API name
 (its 200-event stream at 16 connections).
 """
