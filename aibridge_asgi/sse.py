@@ -273,9 +273,7 @@ def whole_event(raw: bytes, line_end: bytes = b"\n") -> SSEEvent:
     return SSEEvent(raw, name, _joined(data))
 
 
-def blocks_holding(
-    chunk: bytes, needles: tuple[bytes, ...], line_end: bytes = b"\n"
-) -> list[Span]:
+def blocks_holding(chunk: bytes, needles: tuple[bytes, ...], line_end: bytes = b"\n") -> list[Span]:
     """The events of ``chunk`` holding any of ``needles``, in stream order,
     each once.
 
