@@ -112,8 +112,8 @@ class EventFollower:
         return out[0] if len(out) == 1 else b"".join(out)
 
     def _observe_spans(self, chunk: bytes, spans: list[Span]) -> bytes:
-        # needed_in answers for LF reads, or for reads whose lines all end in CRLF.
-        line_end = b"\r\n" if b"\r" in chunk else b"\n"
+        # needed_in answers for reads without a CR, or whose lines all end in CRLF.
+        line_end = b"\r\n" if chunk.endswith(b"\r\n") else b"\n"
         dropped = [
             span for span in spans if not self._show(whole_event(chunk[slice(*span)], line_end))
         ]
