@@ -452,6 +452,28 @@ def test_gemini_events_shown_after_a_read_are_newer_than_its_runs() -> None:
     assert usage.output_tokens == json.loads(events[3][6:])["usageMetadata"]["candidatesTokenCount"]
 
 
+@pytest.mark.parametrize("per_read", [1, 16])
+def test_gemini_text_left_unread_is_bounded(per_read: int) -> None:
+    """A long answer of text only: what waits unread stays under the cap
+    (plus a read), and the usage recorded is still the newest."""
+    from aibridge_asgi.apis.gemini import UNREAD_CAP
+
+    events = gemini_events("word " * 3000, usage=USAGE, pieces=3000)
+    api = interception_for(STREAM_GENERATE_CONTENT, "i", BODIES[STREAM_GENERATE_CONTENT])
+    follower = EventFollower(api, lambda record: None)
+    held = 0
+    for at in range(0, len(events) - 1, per_read):
+        read = b"".join(events[at : min(at + per_read, len(events) - 1)])
+        assert follower.take(read) == read
+        held = max(held, sum(len(item) for item in api._unread))  # type: ignore[attr-defined]
+    assert sum(map(len, events)) > 3 * UNREAD_CAP
+    assert 0 < held <= UNREAD_CAP + len(read)
+    api.finish()
+    [usage] = [r for r in api.drain() if type(r).__name__ == "TokenUsage"]
+    newest = json.loads(events[-2][6:])["usageMetadata"]["candidatesTokenCount"]
+    assert usage.output_tokens == newest
+
+
 def test_needed_in_names_only_the_events_on_event_reads() -> None:
     api = interception_for(MESSAGES, "i", BODIES[MESSAGES])
     events = anthropic_events("", tool_calls=CALLS, thinking="hmm", usage=USAGE)

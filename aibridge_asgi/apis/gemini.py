@@ -22,7 +22,10 @@ element.
   unnoticed). A read of such chunks (whole CRLF events, as Google sends
   them) is not even split: only its chunks holding a mark are shown to the
   observer, and the runs between them are kept as bytes, split (from the
-  newest) only when their usage is needed. Mapped onto :class:`TokenUsage` as:
+  newest) only when their usage is needed, or once they hold more than
+  256 KiB (so a long answer of text holds no more than that; a malformed
+  chunk among them is then noted even if a readable one follows later).
+  Mapped onto :class:`TokenUsage` as:
   ``input_tokens`` = ``promptTokenCount`` - ``cachedContentTokenCount`` +
   ``toolUsePromptTokenCount`` (prompt tokens include the cached ones; tool-use
   prompt tokens are billed as input but not counted in the prompt);
@@ -66,6 +69,8 @@ _READ_MARKS = ('"functionCall"', '"thought"', '"error"', '"promptFeedback"', '"f
 _READ_MARKS_BYTES = tuple(mark.encode() for mark in _READ_MARKS)
 _CRLF = b"\r\n"
 _BLANK = b"\r\n\r\n"
+#: Chunks left unread are read for their usage once they hold this much.
+UNREAD_CAP = 256 * 1024
 
 #: finishReason values that mean the model refused or was stopped by a filter.
 REFUSALS = frozenset(
@@ -101,6 +106,7 @@ class GenerateContentInterception(ApiInterception):
         #: Streamed chunks put by unread (see :meth:`on_event`), oldest first:
         #: a chunk's data, or (:meth:`needed_in`) a run of whole CRLF events.
         self._unread: list[str | bytes] = []
+        self._unread_size = 0  # their length, bytes or characters
         #: The runs of the last read given to :meth:`needed_in`, not yet in
         #: ``_unread``: (the index of the shown chunk they precede, the run).
         self._ahead: list[tuple[int, bytes]] = []
@@ -263,9 +269,15 @@ class GenerateContentInterception(ApiInterception):
         for index, run in ahead:
             if before is not None and index > before:
                 break
-            self._unread.append(run)
+            self._put_unread(run)
             taken += 1
         del ahead[:taken]
+
+    def _put_unread(self, item: str | bytes) -> None:
+        self._unread.append(item)
+        self._unread_size += len(item)
+        if self._unread_size > UNREAD_CAP:
+            self._read_unread()  # a long answer of text holds no more than that
 
     def on_event(self, event: SSEEvent) -> bool:
         if self._ahead:
@@ -281,7 +293,7 @@ class GenerateContentInterception(ApiInterception):
             # Text only (once the id is known and no thinking is pending):
             # all such a chunk can change is the running usage, which the
             # next one replaces. Kept unread until something needs it.
-            self._unread.append(data)
+            self._put_unread(data)
             return True
         self._read_unread()
         self._chunk(data)
@@ -293,6 +305,7 @@ class GenerateContentInterception(ApiInterception):
         Older chunks are never parsed, so a malformed one goes unnoticed
         when a well-formed one with usage came after it."""
         unread, self._unread = self._unread, []
+        self._unread_size = 0
         for data in _newest_first(unread):
             try:
                 parsed = json.loads(data)
