@@ -230,7 +230,14 @@ def _records(interception_id: str, actor: str = "u-1") -> list[Any]:
         ToolUsage(interception_id, "msg_1", "Read", "toolu_1", {"file_path": "a.py"}),
         ModelThought(interception_id, "Look at a.py", "thinking"),
         TokenUsage(interception_id, "msg_1", 10, 20, 300, 4, {"x": 1}),
-        InterceptionEnded(interception_id, now + timedelta(seconds=1), "completed", 200),
+        InterceptionEnded(
+            interception_id,
+            now + timedelta(seconds=1),
+            "completed",
+            200,
+            credential="pool",
+            key_name="backup",
+        ),
     ]
 
 
@@ -257,12 +264,12 @@ def test_recorder_writes_every_record_type(db_target: str) -> None:
     [row] = _rows(
         db,
         "SELECT initiator_id, api_key_id, provider, model, client, client_session_id,"
-        " streaming, status, http_status, CASE WHEN ended_at IS NOT NULL THEN 1 ELSE 0 END"
-        " FROM aibridge_interceptions",
+        " streaming, status, http_status, CASE WHEN ended_at IS NOT NULL THEN 1 ELSE 0 END,"
+        " credential, key_name FROM aibridge_interceptions",
     )
     assert row == (
         *("u-1", "k1", "anthropic", "claude-sonnet-4-5", "Claude Code", "s-1", 1),
-        *("completed", 200, 1),
+        *("completed", 200, 1, "pool", "backup"),
     )
     assert _rows(
         db,
@@ -489,6 +496,10 @@ def test_api_lists_everything_nested_newest_first(scenario: Scenario, client: ht
         200,
         False,
     )
+    # Which credential served it: the provider's pool, its only key (named by position).
+    assert (claude["credential"], claude["key_name"]) == ("pool", "0")
+    page = client.get(scenario.host.url + "/usage", headers={"x-api-key": scenario.admin})
+    assert 'title="200 · key 0"' in page.text  # the status tooltip names it
     assert claude["ended_at"] >= claude["started_at"]
     [usage] = claude["token_usages"]
     assert (usage["input_tokens"], usage["output_tokens"], usage["cache_read_input_tokens"]) == (

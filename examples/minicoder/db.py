@@ -32,7 +32,7 @@ from typing import Any
 from .backends import Backend, Migrations, open_backend
 from .queries import forget_columns
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 #: The tables, in the order they are created. The ``aibridge_*`` tables have
 #: the shape of Coder's (coderd/database), plus the columns the bridge's
@@ -183,9 +183,17 @@ POLICY_TABLES = (
 #: what is there (``IF NOT EXISTS``).
 SCHEMA_V3 = ("ALTER TABLE api_keys ADD COLUMN expires_at TEXT", *POLICY_TABLES)
 
+#: Added in schema version 4: which credential served each interception
+#: (``pool``: the provider's keys; ``byok``: the user's own) and the name of
+#: the pool key (never the key), from its end record.
+SCHEMA_V4 = (
+    "ALTER TABLE aibridge_interceptions ADD COLUMN credential TEXT",
+    "ALTER TABLE aibridge_interceptions ADD COLUMN key_name TEXT",
+)
+
 #: Every schema version and the statements that reach it from the one
 #: before. Add a version at the end; never edit a released one.
-MIGRATIONS: Migrations = ((1, SCHEMA), (2, SCHEMA_V2), (3, SCHEMA_V3))
+MIGRATIONS: Migrations = ((1, SCHEMA), (2, SCHEMA_V2), (3, SCHEMA_V3), (4, SCHEMA_V4))
 assert MIGRATIONS[-1][0] == SCHEMA_VERSION
 
 #: The tables holding an interception's records, deleted with it.

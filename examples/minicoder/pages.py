@@ -169,11 +169,20 @@ def _duration(item: dict[str, Any]) -> str:
     return f"{seconds * 1000:.0f} ms" if seconds < 1 else f"{seconds:.1f} s"
 
 
+def _served_by(item: dict[str, Any]) -> str | None:
+    """Which credential served the call, for people (never the key itself)."""
+    credential, name = item.get("credential"), item.get("key_name")
+    if credential == "byok":
+        return "the client's own key"
+    if credential == "actor":
+        return f"the user's key {name}"
+    return f"key {name}" if name else None
+
+
 def _status(item: dict[str, Any]) -> str:
     status = "in_flight" if item["in_flight"] else (item["status"] or "?")
-    detail = " · ".join(
-        str(part) for part in (item["http_status"], item["error"]) if part is not None
-    )
+    parts = (item["http_status"], item["error"], _served_by(item))
+    detail = " · ".join(str(part) for part in parts if part is not None)
     title = f' title="{escape(detail)}"' if detail else ""
     label = escape(status.replace("_", " "))
     return f'<span class="status s-{escape(status)}"{title}>{label}</span>'

@@ -264,6 +264,8 @@ def _interception(row: Any, children: dict[str, list[dict[str, Any]]]) -> dict[s
         "status": row["status"],  # None while in flight
         "http_status": row["http_status"],
         "error": row["error"],
+        "credential": row["credential"],  # "pool", "byok"; None while in flight
+        "key_name": row["key_name"],  # the pool key's name, never the key
         "cost": cost_summary(children.get("costs", [])),
         **children,
     }

@@ -84,12 +84,14 @@ def statement(record: Record) -> tuple[str, tuple[Any, ...]]:
     if isinstance(record, InterceptionEnded):
         return (
             "UPDATE aibridge_interceptions SET ended_at = ?, status = ?, http_status = ?,"
-            " error = ? WHERE id = ?",
+            " error = ?, credential = ?, key_name = ? WHERE id = ?",
             (
                 timestamp(record.ended_at),
                 record.status,
                 record.http_status,
                 record.error,
+                record.credential,
+                record.key_name,
                 record.interception_id,
             ),
         )
@@ -339,11 +341,13 @@ def _write_rows(conn: Any, batch: list[Record]) -> None:
         assert match is not None, sql
         conn.copy_rows(match.group(1), match.group(2).split(", "), inserts[sql])
     if ends:
-        values = ", ".join(["(?, ?, CAST(? AS BIGINT), ?, ?)"] * len(ends))
+        values = ", ".join(["(?, ?, CAST(? AS BIGINT), ?, ?, ?, ?)"] * len(ends))
         cursor = conn.execute(
             "UPDATE aibridge_interceptions AS i SET ended_at = e.ended_at, status = e.status,"
-            " http_status = e.http_status, error = e.error"
-            f" FROM (VALUES {values}) AS e (ended_at, status, http_status, error, id)"
+            " http_status = e.http_status, error = e.error, credential = e.credential,"
+            " key_name = e.key_name"
+            f" FROM (VALUES {values})"
+            " AS e (ended_at, status, http_status, error, credential, key_name, id)"
             " WHERE i.id = e.id",
             [p for row in ends for p in row],
         )
