@@ -26,6 +26,7 @@ __all__ = [
     "UPSTREAM_UNREACHABLE",
     "ClientGone",
     "Runtime",
+    "header",
     "read_body",
     "send_error",
     "upstream_url",
@@ -84,12 +85,18 @@ class Runtime:
         return self.limits.body_timeout
 
 
+def header(headers: Sequence[tuple[bytes, bytes]], wanted: bytes) -> bytes | None:
+    """The first value of header ``wanted`` (a lower-case name), or None."""
+    for name, value in headers:
+        if name == wanted:
+            return value
+    return None
+
+
 def content_length(headers: Sequence[tuple[bytes, bytes]]) -> int | None:
     """The declared request body size, if the client sent a valid one."""
-    for name, value in headers:
-        if name == b"content-length":
-            return int(value) if value.isdigit() else None
-    return None
+    value = header(headers, b"content-length")
+    return int(value) if value is not None and value.isdigit() else None
 
 
 async def read_body(rt: Runtime, scope: Scope, receive: Receive) -> bytes:

@@ -31,6 +31,7 @@ from ._asgi import (
     UPSTREAM_UNREACHABLE,
     ClientGone,
     Runtime,
+    header,
     read_body,
     send_error,
     upstream_url,
@@ -374,17 +375,9 @@ async def _exchange(
         outcome.status, outcome.error = "cancelled", "client disconnected"
 
 
-def _header(headers: list[tuple[bytes, bytes]], wanted: bytes) -> bytes | None:
-    """The first value of header ``wanted`` (a lower-case name), or None."""
-    for name, value in headers:
-        if name == wanted:
-            return value
-    return None
-
-
 def _retry_after(headers: list[tuple[bytes, bytes]]) -> float | None:
     """Seconds from a ``Retry-After`` header (delta-seconds form only)."""
-    value = _header(headers, b"retry-after")
+    value = header(headers, b"retry-after")
     if value is None:
         return None
     try:
@@ -512,7 +505,7 @@ async def _call(
         return
     verdict: bool | None = None
     try:
-        content_type = _header(response.headers, b"content-type") or b""
+        content_type = header(response.headers, b"content-type") or b""
         if content_type.startswith(b"text/event-stream"):
             await relay_stream(rt, send, api, response, id_header, outcome)
         elif api.streams_json_array and response.status < 400:

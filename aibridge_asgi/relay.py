@@ -22,7 +22,7 @@ from typing import Any
 
 from starlette.types import Message, Send
 
-from ._asgi import UPSTREAM_BROKE, ClientGone, Runtime, send_error
+from ._asgi import UPSTREAM_BROKE, ClientGone, Runtime, header, send_error
 from .apis import ApiInterception
 from .auth import response_headers_for_client
 from .follow import EventFollower
@@ -101,11 +101,11 @@ _ZLIB_WBITS = 47  # zlib: accept a gzip or a zlib header
 
 def content_encoding(headers: list[tuple[bytes, bytes]]) -> str:
     """The response's content coding, ``""`` for none or identity."""
-    for name, value in headers:
-        if name == b"content-encoding":
-            coding = value.decode("latin-1").strip().lower()
-            return "" if coding == "identity" else coding
-    return ""
+    value = header(headers, b"content-encoding")
+    if value is None:
+        return ""
+    coding = value.decode("latin-1").strip().lower()
+    return "" if coding == "identity" else coding
 
 
 def decoded(body: bytes, encoding: str) -> bytes | None:
