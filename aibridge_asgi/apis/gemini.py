@@ -67,6 +67,7 @@ _BOILERPLATE = ("<session_context>", "<system-reminder>")
 #: the running usage once the response id is known and no thought is open.
 _READ_MARKS = ('"functionCall"', '"thought"', '"error"', '"promptFeedback"', '"finishReason"')
 _READ_MARKS_BYTES = tuple(mark.encode() for mark in _READ_MARKS)
+_THOUGHT = _READ_MARKS_BYTES[1]
 _CRLF = b"\r\n"
 _BLANK = b"\r\n\r\n"
 #: Chunks left unread are read for their usage once they hold this much.
@@ -107,11 +108,10 @@ class GenerateContentInterception(ApiInterception):
         #: a chunk's data, or (:meth:`needed_in`) a run of whole CRLF events.
         self._unread: list[str | bytes] = []
         self._unread_size = 0  # their length, bytes or characters
-        #: The runs of the last read given to :meth:`needed_in`, not yet in
-        #: ``_unread``: (the index of the shown chunk they precede, the run).
-        self._ahead: list[tuple[int, bytes]] = []
-        self._shown = 0  # chunks of that read shown to on_event so far
-        self._to_show = 0  # chunks of that read needed_in asked to show
+        #: The runs of text of the last read given to :meth:`needed_in`, not
+        #: yet in ``_unread``: the one before each chunk still to be shown,
+        #: then the one after the last (each possibly empty).
+        self._ahead: list[bytes] = []
 
     def extract_prompt(self, body: Mapping[str, Any]) -> str | None:
         contents = body.get("contents")
@@ -227,7 +227,7 @@ class GenerateContentInterception(ApiInterception):
         return self._finished_reason is not None or self._blocked
 
     def finish(self) -> None:
-        self._take_ahead(None)
+        self._take_ahead()
         self._read_unread()
         # Thoughts cut off by a disconnect still count as far as they got.
         for index in sorted(self._thoughts):
@@ -245,33 +245,25 @@ class GenerateContentInterception(ApiInterception):
     # -- streaming (a streamGenerateContent answer may reach any of these) ----
 
     def needed_in(self, chunk: bytes) -> list[Span] | None:
-        self._take_ahead(None)  # the runs of the previous read come first
+        self._take_ahead()  # the runs of the previous read come first
         if not self.response_id or self._thoughts or not whole_crlf_events(chunk):
             return None
         spans = blocks_holding(chunk, _READ_MARKS_BYTES, _CRLF)
-        if spans and any(b'"thought"' in chunk[start:end] for start, end in spans):
+        if spans and any(_THOUGHT in chunk[start:end] for start, end in spans):
             return None  # thinking may open: the text after it is to be read
         at = 0
-        for n, (start, end) in enumerate(spans):
-            if start > at:
-                self._ahead.append((n, chunk[at:start]))
+        for start, end in spans:
+            self._ahead.append(chunk[at:start])
             at = end
-        if at < len(chunk):
-            self._ahead.append((len(spans), chunk[at:] if at else chunk))
-        self._shown, self._to_show = 0, len(spans)
+        self._ahead.append(chunk[at:] if at else chunk)
         return spans
 
-    def _take_ahead(self, before: int | None) -> None:
-        """Put the runs of the last read that come before its shown chunk
-        number ``before`` (``None``: all of them) with the unread chunks."""
-        ahead = self._ahead
-        taken = 0
-        for index, run in ahead:
-            if before is not None and index > before:
-                break
-            self._put_unread(run)
-            taken += 1
-        del ahead[:taken]
+    def _take_ahead(self) -> None:
+        """Put every run of the last read with the unread chunks."""
+        for run in self._ahead:
+            if run:
+                self._put_unread(run)
+        self._ahead.clear()
 
     def _put_unread(self, item: str | bytes) -> None:
         self._unread.append(item)
@@ -280,12 +272,13 @@ class GenerateContentInterception(ApiInterception):
             self._read_unread()  # a long answer of text holds no more than that
 
     def on_event(self, event: SSEEvent) -> bool:
-        if self._ahead:
-            if self._shown < self._to_show:  # a chunk needed_in asked to show
-                self._take_ahead(self._shown)
-                self._shown += 1
-            else:  # the next read's, split by the scanner
-                self._take_ahead(None)
+        ahead = self._ahead
+        if len(ahead) > 1:  # a chunk needed_in asked to show: the run before it
+            run = ahead.pop(0)
+            if run:
+                self._put_unread(run)
+        elif ahead:  # the next read's, split by the scanner: after all of them
+            self._take_ahead()
         data = event.data
         if data is None or not data.strip():
             return True
