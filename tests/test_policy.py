@@ -735,44 +735,42 @@ def _one_websocket_turn(running: Running) -> list[str]:
     return asyncio.run(main())
 
 
+class _SlowToHear:
+    """A check that admits everything and takes ``seconds`` to hear of an
+    end (a remote store taking its time), then notes its status."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.told: list[str] = []
+
+    async def check(self, request: InterceptionStarted) -> Refusal | None:
+        return None
+
+    async def ended(
+        self, request: InterceptionStarted, ended: InterceptionEnded, usage: PolicyUsage
+    ) -> None:
+        await asyncio.sleep(self.seconds)
+        self.told.append(ended.status)
+
+
 def test_aclose_waits_for_the_policy_to_hear_of_websocket_turns(
     start_bridge: Callable[..., Running], fake: FakeUpstream
 ) -> None:
     """A WebSocket turn's end is recorded at once and the policy hears of it
     in the background: closing the bridge waits for that, so a slot or a
     spend is never lost to a shutdown."""
-    told: list[str] = []
-
-    class SlowToHear:
-        async def check(self, request: InterceptionStarted) -> Refusal | None:
-            return None
-
-        async def ended(
-            self, request: InterceptionStarted, ended: InterceptionEnded, usage: PolicyUsage
-        ) -> None:
-            await asyncio.sleep(0.5)  # a remote store taking its time
-            told.append(ended.status)
-
-    running = start_bridge(policy=[SlowToHear()])
+    slow = _SlowToHear(0.5)
+    running = start_bridge(policy=[slow])
     frames = _one_websocket_turn(running)
     assert json.loads(frames[-1])["type"] == "response.completed"
     running.server.call(running.bridge.aclose())
-    assert told == ["completed"]
+    assert slow.told == ["completed"]
 
 
 def test_a_grace_period_bounds_the_wait_for_websocket_policy_ends(
     start_bridge: Callable[..., Running], fake: FakeUpstream, caplog: pytest.LogCaptureFixture
 ) -> None:
-    class NeverDone:
-        async def check(self, request: InterceptionStarted) -> Refusal | None:
-            return None
-
-        async def ended(
-            self, request: InterceptionStarted, ended: InterceptionEnded, usage: PolicyUsage
-        ) -> None:
-            await asyncio.sleep(30)
-
-    running = start_bridge(policy=[NeverDone()])
+    running = start_bridge(policy=[_SlowToHear(30)])
     _one_websocket_turn(running)
     began = time.monotonic()
     running.server.call(running.bridge.aclose(grace_period=0.4))

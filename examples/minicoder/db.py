@@ -184,8 +184,9 @@ POLICY_TABLES = (
 SCHEMA_V3 = ("ALTER TABLE api_keys ADD COLUMN expires_at TEXT", *POLICY_TABLES)
 
 #: Added in schema version 4: which credential served each interception
-#: (``pool``: the provider's keys; ``byok``: the user's own) and the name of
-#: the pool key (never the key), from its end record.
+#: (``pool``: the provider's keys; ``byok``: the client's own; ``actor``:
+#: the user's, set by the host) and the key's name (never the key), from its
+#: end record.
 SCHEMA_V4 = (
     "ALTER TABLE aibridge_interceptions ADD COLUMN credential TEXT",
     "ALTER TABLE aibridge_interceptions ADD COLUMN key_name TEXT",
